@@ -1,0 +1,1 @@
+"""Checkpoints: torch_dist save/load with resharding, atomic commits."""

@@ -1,0 +1,1 @@
+"""reward room (see DESIGN.md)."""

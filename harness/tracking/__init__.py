@@ -1,0 +1,1 @@
+"""tracking room (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""trainer room (see DESIGN.md)."""
