@@ -1,0 +1,220 @@
+"""Advantage estimators, registered by the name users put in ``algorithm.adv_estimator``.
+
+Every estimator returns ``(advantages, returns)``, both ``[batch, response_len]`` with zeros on
+padding. Groups (the ``n`` samples of one prompt) are given by ``group_index`` (verl's ``index`` /
+``uid``): any ids, in any order, groups of any size; they are reduced with segment sums, never a
+Python loop over samples or groups. Outcome rewards are the per-sample sum of ``token_level_rewards``.
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import torch
+
+from .registry import Registry, call_with_accepted_kwargs
+from .tensor_ops import (as_group_ids, check_finite, group_mean_std, group_size, group_sum,
+                         masked_sum, masked_whiten, require_groups_of_two, zero_padding)
+
+ADV_ESTIMATORS = Registry("advantage estimator (algorithm.adv_estimator)")
+register_adv_est = ADV_ESTIMATORS.register
+
+GroupIndex = torch.Tensor | Sequence[Hashable]
+
+
+def compute_advantage(adv_estimator: str, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the estimator named ``adv_estimator`` (or a ``module:function`` path) on ``inputs``.
+
+    ``inputs`` may hold more than the estimator needs (values, reward_baselines, gamma, ...);
+    each estimator takes the keyword arguments it declares. Rewards are checked for NaN/inf first.
+    """
+    estimator = ADV_ESTIMATORS.get(adv_estimator)
+    if "token_level_rewards" in inputs:
+        check_finite("token_level_rewards", inputs["token_level_rewards"])
+    return call_with_accepted_kwargs(estimator, inputs)
+
+
+def _sequence_scores(token_level_rewards: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    return masked_sum(token_level_rewards, response_mask, dim=-1)
+
+
+def _broadcast(per_sample: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    return zero_padding(per_sample.unsqueeze(-1).expand(response_mask.shape), response_mask)
+
+
+def discounted_returns(token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                       gamma: float = 1.0) -> torch.Tensor:
+    """G_t = r_t + gamma * G_{t+1} over valid tokens; a masked token cuts the sum (as verl's REINFORCE++)."""
+    # Time-major copies: each step of the recurrence then reads and writes contiguous rows.
+    rewards = zero_padding(token_level_rewards, response_mask).T.contiguous()
+    valid = response_mask.to(rewards.dtype).T.contiguous()
+    returns = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    # A recurrence over time (response_len whole-batch vector steps), never over samples.
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + gamma * running
+        returns[t] = running
+        running = running * valid[t]
+    return zero_padding(returns.T, response_mask)
+
+
+@register_adv_est("gae")
+def gae_advantage(*, token_level_rewards: torch.Tensor, values: torch.Tensor,
+                  response_mask: torch.Tensor, gamma: float = 1.0, lam: float = 1.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO with a critic: A_t = sum_l (gamma*lam)^l delta_{t+l}, delta_t = r_t + gamma V_{t+1} - V_t.
+
+    Masked tokens are skipped (value and TD error carried over them), so padding changes nothing;
+    returns = A + V before whitening, advantages are whitened over valid tokens.
+    """
+    # Time-major copies: each step of the recurrence then reads and writes contiguous rows.
+    rewards = zero_padding(token_level_rewards, response_mask).T.contiguous()
+    values = zero_padding(values, response_mask)
+    values_by_time = values.T.contiguous()
+    valid = response_mask.to(rewards.dtype).T.contiguous()
+    next_value = torch.zeros_like(rewards[0])
+    running_advantage = torch.zeros_like(rewards[0])
+    advantages = torch.empty_like(rewards)
+    for t in reversed(range(rewards.shape[0])):  # time recurrence, vectorized over the batch
+        delta = rewards[t] + gamma * next_value - values_by_time[t]
+        candidate = delta + gamma * lam * running_advantage
+        # Masked tokens carry the running advantage and the next value over, unchanged.
+        running_advantage = torch.lerp(running_advantage, candidate, valid[t])
+        next_value = torch.lerp(next_value, values_by_time[t], valid[t])
+        advantages[t] = running_advantage
+    advantages = advantages.T
+    returns = zero_padding(advantages + values, response_mask)
+    return masked_whiten(advantages, response_mask), returns
+
+
+@register_adv_est("grpo")
+def grpo_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                   group_index: GroupIndex, norm_adv_by_std_in_grpo: bool = True,
+                   epsilon: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO: A_i = (r_i - mean_g) / (std_g + eps), std unbiased; without std it is Dr. GRPO."""
+    scores = _sequence_scores(token_level_rewards, response_mask)
+    group_ids, num_groups = as_group_ids(group_index, scores.device)
+    mean, std, sizes = group_mean_std(scores, group_ids, num_groups)
+    require_groups_of_two(group_ids, sizes, "grpo")
+    centered = scores - mean[group_ids]
+    if norm_adv_by_std_in_grpo:
+        centered = centered / (std[group_ids] + epsilon)
+    advantages = _broadcast(centered, response_mask)
+    return advantages, advantages
+
+
+@register_adv_est("rloo")
+def rloo_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                   group_index: GroupIndex) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLOO: A_i = r_i - mean_{j != i} r_j (the baseline leaves the sample itself out)."""
+    scores = _sequence_scores(token_level_rewards, response_mask)
+    group_ids, num_groups = as_group_ids(group_index, scores.device)
+    sizes = group_size(group_ids, num_groups)
+    require_groups_of_two(group_ids, sizes, "rloo")
+    others_total = group_sum(scores, group_ids, num_groups)[group_ids] - scores
+    baseline = others_total / (sizes[group_ids] - 1).to(scores.dtype)
+    advantages = _broadcast(scores - baseline, response_mask)
+    return advantages, advantages
+
+
+@register_adv_est("reinforce_plus_plus")
+def reinforce_plus_plus_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                                  gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++: discounted token returns, whitened over the whole batch (no critic, no group)."""
+    returns = discounted_returns(token_level_rewards, response_mask, gamma)
+    return masked_whiten(returns, response_mask), returns
+
+
+@register_adv_est("reinforce_plus_plus_baseline")
+def reinforce_plus_plus_baseline_advantage(*, token_level_rewards: torch.Tensor,
+                                           response_mask: torch.Tensor, group_index: GroupIndex
+                                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++-baseline: subtract the group mean reward, then whiten over the whole batch."""
+    scores = _sequence_scores(token_level_rewards, response_mask)
+    group_ids, num_groups = as_group_ids(group_index, scores.device)
+    mean, _, _ = group_mean_std(scores, group_ids, num_groups)
+    centered = _broadcast(scores - mean[group_ids], response_mask)
+    return masked_whiten(centered, response_mask), centered
+
+
+@register_adv_est("remax")
+def remax_advantage(*, token_level_rewards: torch.Tensor, reward_baselines: torch.Tensor,
+                    response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReMax: reward-to-go minus the reward of the greedy response (``reward_baselines``, [batch])."""
+    check_finite("reward_baselines", reward_baselines)
+    returns = discounted_returns(token_level_rewards, response_mask, 1.0)
+    advantages = returns - _broadcast(reward_baselines.to(returns.dtype), response_mask)
+    return advantages, returns
+
+
+@register_adv_est("opo")
+def opo_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                  group_index: GroupIndex) -> tuple[torch.Tensor, torch.Tensor]:
+    """OPO: the optimal baseline for sequence-level rewards, b_g = sum |y_i| r_i / sum |y_i|."""
+    scores = _sequence_scores(token_level_rewards, response_mask)
+    lengths = response_mask.sum(-1).to(scores.dtype)
+    group_ids, num_groups = as_group_ids(group_index, scores.device)
+    baseline = (group_sum(lengths * scores, group_ids, num_groups)
+                / group_sum(lengths, group_ids, num_groups).clamp(min=1))
+    advantages = _broadcast(scores - baseline[group_ids], response_mask)
+    return advantages, advantages
+
+
+@register_adv_est("gpg")
+def gpg_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                  group_index: GroupIndex, f_norm: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPG (Chu et al. 2025): A_i = alpha (r_i - mean_g) / F_norm, alpha = B / B_valid.
+
+    B_valid counts samples of groups whose rewards are not all equal (the others give no gradient),
+    so the batch gradient is rescaled as if only informative samples were drawn.
+    """
+    scores = _sequence_scores(token_level_rewards, response_mask)
+    group_ids, num_groups = as_group_ids(group_index, scores.device)
+    mean, std, sizes = group_mean_std(scores, group_ids, num_groups)
+    informative = (std > 0)[group_ids]
+    alpha = scores.numel() / informative.sum().clamp(min=1).to(scores.dtype)
+    advantages = _broadcast(alpha * (scores - mean[group_ids]) / f_norm, response_mask)
+    return advantages, advantages
+
+
+def implicit_process_rewards(prm_log_probs: torch.Tensor, prm_ref_log_probs: torch.Tensor,
+                             response_mask: torch.Tensor, prime_beta: float = 0.05) -> torch.Tensor:
+    """PRIME's implicit PRM token reward r_t = beta * log(pi_prm(y_t) / pi_ref(y_t))."""
+    return zero_padding(prime_beta * (prm_log_probs - prm_ref_log_probs), response_mask)
+
+
+@register_adv_est("prime")
+def prime_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Tensor,
+                    group_index: GroupIndex, prm_log_probs: torch.Tensor,
+                    prm_ref_log_probs: torch.Tensor, prime_beta: float = 0.05,
+                    reward_dpo_coef: float = 5.0, reward_gt_coef: float = 5.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """PRIME (Cui et al. 2025, eq. 5): RLOO on implicit process rewards and on outcome rewards.
+
+    Process: r_t - mean_{j != i} mean_t(r^j)   (other samples' per-token mean process reward).
+    Outcome: o_i - mean_{j != i} o_j, placed on the sample's last valid token.
+    Returns are the reward-to-go (gamma = 1) of their weighted sum; advantages are those returns
+    whitened over the batch.
+    """
+    check_finite("prm_log_probs", prm_log_probs)
+    check_finite("prm_ref_log_probs", prm_ref_log_probs)
+    process = implicit_process_rewards(prm_log_probs, prm_ref_log_probs, response_mask, prime_beta)
+    outcome = _sequence_scores(token_level_rewards, response_mask)
+    group_ids, num_groups = as_group_ids(group_index, outcome.device)
+    sizes = group_size(group_ids, num_groups)
+    require_groups_of_two(group_ids, sizes, "prime")
+    others = (sizes[group_ids] - 1).to(outcome.dtype)
+
+    lengths = response_mask.sum(-1).clamp(min=1).to(outcome.dtype)
+    process_mean = process.sum(-1) / lengths
+    process_baseline = (group_sum(process_mean, group_ids, num_groups)[group_ids] - process_mean) / others
+    outcome_advantage = outcome - (group_sum(outcome, group_ids, num_groups)[group_ids] - outcome) / others
+
+    positions = torch.arange(response_mask.shape[1], device=response_mask.device)
+    last_token = (response_mask.bool() * positions).argmax(-1)
+    outcome_tokens = torch.zeros_like(process)
+    outcome_tokens[torch.arange(outcome.numel(), device=outcome.device), last_token] = outcome_advantage
+    rewards = (reward_dpo_coef * (process - _broadcast(process_baseline, response_mask))
+               + reward_gt_coef * zero_padding(outcome_tokens, response_mask))
+    returns = discounted_returns(rewards, response_mask, 1.0)
+    return masked_whiten(returns, response_mask), returns
