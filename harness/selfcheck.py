@@ -16,7 +16,7 @@ from harness.config import ParallelConfig
 from harness.models import load_model_spec
 from harness.models.sharding import gather_full, global_names
 from harness.parallel import destroy_model_parallel, device, init_distributed, initialize_model_parallel
-from harness.workers.megatron_engine import MegatronEngine, OptimConfig, broadcast_from_last_stage, mean_metric
+from harness.workers.megatron_engine import MegatronEngine, OptimConfig, reduce_loss
 
 # Tiny HF configs (as config.json holds them), shaped to exercise the layout code: GQA (8 heads, 2 KV
 # heads), a vocabulary that needs padding (250 -> 256), Qwen2's q/k/v biases, Qwen3's QK norms with
@@ -103,12 +103,12 @@ def train_and_record(spec, parallel, full, grads_before_reduction: bool):
         for step in range(STEPS):
             outputs = engine.forward_backward(microbatches(spec, step), finalize_grads=False)
             if grads_before_reduction:
-                grads.append(gather_full(engine.chunks, lambda p: p.main_grad))
+                grads.append(gather_full(engine.chunks, lambda p: p.main_grad, engine.mapping))
             engine.finalize_grads()
             if not grads_before_reduction:
-                grads.append(gather_full(engine.chunks, lambda p: p.main_grad))
+                grads.append(gather_full(engine.chunks, lambda p: p.main_grad, engine.mapping))
             grad_norms.append(engine.optimizer_step()["grad_norm"])
-            losses.append(broadcast_from_last_stage(mean_metric(outputs, "loss")))
+            losses.append(reduce_loss(outputs))
         return losses, grads, grad_norms
     finally:
         destroy_model_parallel()

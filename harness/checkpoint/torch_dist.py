@@ -85,12 +85,17 @@ def save_checkpoint(directory: str, chunks, optimizer=None, extra: Optional[Dict
     dist_checkpointing.save(state, staging)
     _barrier()
     if _rank() == 0:
-        with open(os.path.join(staging, MARKER), "w") as f:
-            json.dump({"format": "torch_dist", "has_optimizer": optimizer is not None, "chunks": len(chunks)}, f)
+        write_marker(staging, has_optimizer=optimizer is not None, chunks=len(chunks))
         if os.path.exists(directory):
             shutil.rmtree(directory)
         os.replace(staging, directory)
     _barrier()
+
+
+def write_marker(directory: str, has_optimizer: bool, chunks: int = 1) -> None:
+    """The file that makes a directory a complete harness checkpoint; written last."""
+    with open(os.path.join(directory, MARKER), "w") as f:
+        json.dump({"format": "torch_dist", "has_optimizer": has_optimizer, "chunks": chunks}, f)
 
 
 def load_checkpoint(directory: str, chunks, optimizer=None) -> Dict[str, Any]:

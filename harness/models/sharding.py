@@ -1,8 +1,8 @@
 """Full Megatron tensors <-> this rank's tensor-parallel shards, and global parameter names.
 
-Megatron keeps layout facts on each parameter (`tensor_model_parallel`, `partition_dim`); the one
-layout they do not describe is the gated MLP: `linear_fc1` holds [gate; up], and each TP shard holds
-[gate_r; up_r], not a plain slice of the full tensor.
+How TP splits each parameter is the architecture mapping's knowledge (`harness/models/mapping.py`,
+e.g. a gated `linear_fc1` shard is [gate_r; up_r], not a slice of [gate; up]); this module applies
+it to live model chunks: this rank's layers (offset per pipeline stage) and the TP group.
 """
 import re
 from typing import Callable, Dict, List
@@ -10,10 +10,6 @@ from typing import Callable, Dict, List
 import torch
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.")
-
-
-def is_gated_fc1(name: str, config) -> bool:
-    return config.gated_linear_unit and name.endswith("mlp.linear_fc1.weight")
 
 
 def unwrap(chunk):
@@ -38,39 +34,21 @@ def global_names(chunk) -> Dict[str, str]:
     return names
 
 
-def shard(full: torch.Tensor, param, name: str, config, tp_rank: int, tp_size: int) -> torch.Tensor:
-    if not getattr(param, "tensor_model_parallel", False) or tp_size == 1:
-        return full
-    if is_gated_fc1(name, config):
-        gate, up = full.chunk(2, dim=0)
-        return torch.cat([gate.chunk(tp_size, dim=0)[tp_rank], up.chunk(tp_size, dim=0)[tp_rank]], dim=0)
-    return full.chunk(tp_size, dim=param.partition_dim)[tp_rank]
-
-
-def unshard(shards: List[torch.Tensor], param, name: str, config) -> torch.Tensor:
-    if not getattr(param, "tensor_model_parallel", False) or len(shards) == 1:
-        return shards[0]
-    if is_gated_fc1(name, config):
-        gates, ups = zip(*(s.chunk(2, dim=0) for s in shards))
-        return torch.cat([*gates, *ups], dim=0)
-    return torch.cat(shards, dim=param.partition_dim)
-
-
-def load_full_weights(chunks, full: Dict[str, torch.Tensor]) -> None:
+def load_full_weights(chunks, full: Dict[str, torch.Tensor], mapping) -> None:
     """Copy this rank's slice of each full (global-named) tensor into the model chunks."""
     from megatron.core import parallel_state
 
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     for chunk in chunks:
-        model = unwrap(chunk)
         names = global_names(chunk)
         with torch.no_grad():
-            for name, param in model.named_parameters():
-                param.copy_(shard(full[names[name]], param, name, model.config, tp_rank, tp_size))
+            for name, param in unwrap(chunk).named_parameters():
+                transform = mapping.find(names[name]).transform
+                param.copy_(transform.shard(full[names[name]], tp_size, tp_rank, mapping.spec))
 
 
-def gather_full(chunks, value_of: Callable[[torch.nn.Parameter], torch.Tensor]) -> Dict[str, torch.Tensor]:
+def gather_full(chunks, value_of: Callable[[torch.nn.Parameter], torch.Tensor], mapping) -> Dict[str, torch.Tensor]:
     """Global name -> full tensor of `value_of(param)` (e.g. the param, or its main_grad) for the
     parameters this pipeline stage holds, all-gathered over tensor parallel."""
     from megatron.core import parallel_state
@@ -79,14 +57,13 @@ def gather_full(chunks, value_of: Callable[[torch.nn.Parameter], torch.Tensor]) 
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     gathered = {}
     for chunk in chunks:
-        model = unwrap(chunk)
         names = global_names(chunk)
-        for name, param in model.named_parameters():
+        for name, param in unwrap(chunk).named_parameters():
             local = value_of(param).detach().clone()  # a view into a buffer that the next step reuses
             if getattr(param, "tensor_model_parallel", False) and tp_size > 1:
                 shards = [torch.empty_like(local) for _ in range(tp_size)]
                 torch.distributed.all_gather(shards, local, group=group)
             else:
                 shards = [local]
-            gathered[names[name]] = unshard(shards, param, name, model.config)
+            gathered[names[name]] = mapping.find(names[name]).transform.unshard(shards, mapping.spec)
     return gathered

@@ -12,6 +12,7 @@ import torch
 from harness.config.parallel import ParallelConfig
 from harness.models.builder import build_model
 from harness.models.hf_config import ModelSpec
+from harness.models.mapping import model_mapping
 from harness.models.sharding import load_full_weights
 
 
@@ -33,10 +34,20 @@ LossFunc = Callable[[torch.Tensor, Dict[str, torch.Tensor]], tuple]
 
 
 def token_mean_lm_loss(per_token_loss: torch.Tensor, batch: Dict[str, torch.Tensor]):
-    """Next-token cross entropy averaged over the tokens where `loss_mask` is 1."""
+    """Next-token cross entropy averaged over the tokens where `loss_mask` is 1, per micro-batch."""
     mask = batch["loss_mask"].to(per_token_loss.dtype)
     loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1)
     return loss, {"loss": loss.detach()}
+
+
+def token_sum_lm_loss(per_token_loss: torch.Tensor, batch: Dict[str, torch.Tensor]):
+    """Summed next-token cross entropy and its token count: with `calculate_per_token_loss=True`
+    megatron-core divides by the step's token count over all micro-batches and data-parallel ranks,
+    so every token weighs the same however the batch was split (gradient accumulation is exact)."""
+    mask = batch["loss_mask"].to(per_token_loss.dtype)
+    loss_sum = (per_token_loss.float() * mask).sum()
+    tokens = mask.sum().to(torch.int)
+    return loss_sum, tokens, {"loss_sum": loss_sum.detach(), "tokens": tokens.detach()}
 
 
 class MegatronEngine:
@@ -53,6 +64,7 @@ class MegatronEngine:
         from megatron.core.transformer.module import Float16Module
 
         self.spec, self.parallel = spec, parallel
+        self.mapping = model_mapping(spec)
         self.optim_config = optim or OptimConfig()
         chunks = build_model(spec, parallel, params_dtype=params_dtype, **config_overrides)
         self.config = chunks[0].config
@@ -91,7 +103,7 @@ class MegatronEngine:
 
     def load_full_weights(self, full: Dict[str, torch.Tensor]) -> None:
         """Load full (unsharded, global-named) Megatron tensors; the optimizer's main copies follow."""
-        load_full_weights(self.chunks, full)
+        load_full_weights(self.chunks, full, self.mapping)
         self.optimizer.reload_model_params()
 
     def forward_backward(
@@ -135,10 +147,10 @@ class MegatronEngine:
         return {"update_successful": bool(ok), "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
 
     def train_step(self, microbatches, loss_func: LossFunc = token_mean_lm_loss) -> dict:
-        """One optimizer step over `microbatches`; every rank returns the same mean loss."""
+        """One optimizer step over `microbatches`; every rank returns the same loss."""
         outputs = self.forward_backward(microbatches, loss_func)
         step = self.optimizer_step()
-        return {"loss": broadcast_from_last_stage(mean_metric(outputs, "loss")), **step}
+        return {"loss": reduce_loss(outputs), **step}
 
     def train(self, mode: bool = True):
         for chunk in self.chunks:
@@ -156,6 +168,29 @@ def _forward_step(data_iterator, model, loss_func):
 def mean_metric(outputs: Iterable[dict], key: str) -> Optional[float]:
     values = [float(o[key]) for o in outputs]
     return sum(values) / len(values) if values else None
+
+
+def reduce_loss(outputs: List[dict]) -> float:
+    """The step's loss over all micro-batches and data-parallel ranks, on every rank: token-weighted
+    when the loss function reports `loss_sum` / `tokens`, else the mean of per-micro-batch losses."""
+    from megatron.core import parallel_state
+
+    from harness.parallel import device
+
+    value = None
+    if outputs:
+        if "tokens" in outputs[0]:
+            totals = torch.tensor(
+                [sum(float(o["loss_sum"]) for o in outputs), sum(float(o["tokens"]) for o in outputs)],
+                dtype=torch.float64, device=device(),
+            )
+            torch.distributed.all_reduce(totals, group=parallel_state.get_data_parallel_group())
+            value = (totals[0] / totals[1].clamp(min=1)).item()
+        else:
+            mean = torch.tensor([mean_metric(outputs, "loss")], dtype=torch.float64, device=device())
+            torch.distributed.all_reduce(mean, group=parallel_state.get_data_parallel_group())
+            value = mean.item() / parallel_state.get_data_parallel_world_size()
+    return broadcast_from_last_stage(value)
 
 
 def broadcast_from_last_stage(value: Optional[float]) -> float:

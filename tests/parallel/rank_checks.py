@@ -85,3 +85,44 @@ def cpu_layer_behaviour():
         )
     finally:
         destroy_model_parallel()
+
+
+def token_loss_is_split_invariant(arch: str = "qwen2"):
+    """One optimizer step's loss and gradients with per-token loss (what SFT trains with) are the
+    same whether the examples come as one padded micro-batch or as several of different lengths."""
+    import torch
+
+    from harness.data import collate
+    from harness.models.sharding import gather_full
+    from harness.workers.megatron_engine import reduce_loss, token_sum_lm_loss
+
+    spec = load_model_spec(TINY_CONFIGS[arch])
+    full = full_weights(spec, seed=5)
+    generator = torch.Generator().manual_seed(3)
+    examples = []
+    for length in (5, 9, 17, 12, 6, 20):
+        ids = torch.randint(0, spec.vocab_size, (length,), generator=generator).tolist()
+        examples.append({"input_ids": ids, "loss_mask": [0] * 3 + [1] * (length - 3)})
+    splits = {"one": [list(range(6))], "three": [[0, 4], [1, 3], [2, 5]], "six": [[i] for i in range(6)]}
+    parallel = LAYOUTS["tp2"]
+    results = {}
+    for name, groups in splits.items():
+        initialize_model_parallel(parallel)
+        try:
+            engine = MegatronEngine(spec, parallel, OPTIM, calculate_per_token_loss=True)
+            engine.load_full_weights(full)
+            batches = [collate([examples[i] for i in group], pad_token_id=0) for group in groups]
+            outputs = engine.forward_backward(batches, token_sum_lm_loss)
+            grads = gather_full(engine.chunks, lambda p: p.main_grad, engine.mapping)
+            results[name] = (reduce_loss(outputs), grads)
+        finally:
+            destroy_model_parallel()
+    loss, grads = results["one"]
+    return {
+        name: dict(
+            loss_diff=abs(other_loss - loss),
+            grad_diff=max((other_grads[k] - grads[k]).abs().max().item() for k in grads),
+        )
+        for name, (other_loss, other_grads) in results.items()
+        if name != "one"
+    }

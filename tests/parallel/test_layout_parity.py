@@ -23,3 +23,12 @@ def test_parallel_layouts_match_tp1_pp1(rank_group, arch):
             covered |= set(result["compared"])
         # Every parameter of the full model was compared on some pipeline stage.
         assert covered == set(reports[0]["all_params"]), f"{arch} {layout}: not compared: {set(reports[0]['all_params']) - covered}"
+
+
+def test_per_token_loss_does_not_depend_on_micro_batching(rank_group):
+    """SFT's loss (summed tokens / step token count): 1, 3 or 6 micro-batches of different lengths
+    give the same loss and gradients, so batching by token budget changes nothing but speed."""
+    for rank, report in enumerate(rank_group.run("tests.parallel.rank_checks:token_loss_is_split_invariant", timeout=300)):
+        for split, result in report.items():
+            assert result["loss_diff"] <= 1e-6, f"rank {rank} {split}: {result}"
+            assert result["grad_diff"] <= 1e-6, f"rank {rank} {split}: {result}"
