@@ -1,0 +1,35 @@
+"""Supervised fine-tuning: `python -m harness.main_sft [--config FILE] key=value ...`
+
+Runs as one process, or with N ranks under `torchrun --nproc_per_node N -m harness.main_sft ...` or
+`srun` (MASTER_ADDR / MASTER_PORT exported). Keys follow verl's SFT trainer (`data.train_files`,
+`optim.lr`, `trainer.total_epochs`, ...) plus `megatron.*` parallel sizes; see harness/config/sft.py.
+"""
+import os
+import sys
+
+from harness.config.loader import ConfigError, load_config, split_config_argument
+from harness.config.sft import SFTConfig
+
+
+def main(argv=None) -> int:
+    try:
+        config = load_config(SFTConfig, *split_config_argument(sys.argv[1:] if argv is None else argv))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    from harness.data import DataError
+    from harness.trainer.sft import run_sft
+
+    try:
+        result = run_sft(config)
+    except DataError as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"data error: {e}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") == "0":
+        print(f"sft finished: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
