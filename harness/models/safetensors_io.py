@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import json
-import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+
+from harness.models.named_tensors import TensorInfo
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -34,17 +35,6 @@ DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 class SafetensorsError(ValueError):
     """A missing, truncated or corrupt safetensors file or index (the message names the file)."""
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ e.g. a gated `linear_fc1` shard is [gate_r; up_r], not a slice of [gate; up]); t
 it to live model chunks: this rank's layers (offset per pipeline stage) and the TP group.
 """
 import re
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 

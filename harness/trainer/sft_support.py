@@ -2,7 +2,6 @@
 import json
 import math
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 

@@ -1,10 +1,8 @@
 """Reading HF configs into a ModelSpec, and the clear errors for what we cannot build."""
-import sys
-
 import pytest
 
 from harness.config import ParallelConfig
-from harness.models import SUPPORTED_ARCHITECTURES, UnsupportedModelError, load_model_spec
+from harness.models import UnsupportedModelError, load_model_spec
 from harness.selfcheck import TINY_CONFIGS
 
 

@@ -5,7 +5,7 @@ Each returns plain values; the tests assert on them in the main process.
 from harness.config import ParallelConfig
 from harness.models import load_model_spec
 from harness.parallel import destroy_model_parallel, initialize_model_parallel
-from harness.selfcheck import LAYOUTS, OPTIM, TINY_CONFIGS, full_weights, layout_parity, microbatches  # noqa: F401
+from harness.selfcheck import LAYOUTS, OPTIM, TINY_CONFIGS, full_weights, microbatches
 from harness.workers.megatron_engine import MegatronEngine
 
 

@@ -9,7 +9,7 @@ TOLERANCE = 1e-5
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3", "llama"])
 def test_parallel_layouts_match_tp1_pp1(rank_group, arch):
-    reports = rank_group.run("tests.parallel.rank_checks:layout_parity", timeout=300, arch=arch)
+    reports = rank_group.run("harness.selfcheck:layout_parity", timeout=300, arch=arch)
     for layout in LAYOUTS:
         covered = set()
         for rank, report in enumerate(reports):
