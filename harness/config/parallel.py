@@ -17,18 +17,18 @@ class ParallelConfig:
         for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"parallel.{key}={value!r}: must be a positive integer")
+                raise ValueError(f"{key}={value!r}: must be a positive integer")
         vpp = self.virtual_pipeline_model_parallel_size
         if vpp is not None:
             if not isinstance(vpp, int) or vpp < 1:
-                raise ValueError(f"parallel.virtual_pipeline_model_parallel_size={vpp!r}: must be a positive integer or null")
+                raise ValueError(f"virtual_pipeline_model_parallel_size={vpp!r}: must be a positive integer or null")
             if vpp > 1 and self.pipeline_model_parallel_size == 1:
                 raise ValueError(
-                    f"parallel.virtual_pipeline_model_parallel_size={vpp} needs "
+                    f"virtual_pipeline_model_parallel_size={vpp} needs "
                     "pipeline_model_parallel_size > 1 (virtual stages interleave pipeline stages)"
                 )
         if self.sequence_parallel and self.tensor_model_parallel_size == 1:
-            raise ValueError("parallel.sequence_parallel=true needs tensor_model_parallel_size > 1")
+            raise ValueError("sequence_parallel=true needs tensor_model_parallel_size > 1")
 
     @property
     def model_parallel_size(self) -> int:

@@ -2,6 +2,7 @@
 import datetime
 import os
 import socket
+import warnings
 from typing import Optional
 
 import torch
@@ -52,6 +53,8 @@ def init_distributed(
     rendezvous address explicitly. A lone process gets a one-rank group on a free local port.
     """
     cpu_compat.install()
+    # megatron-core still calls torch.distributed APIs that torch marks deprecated, once per call.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     if dist.is_initialized():
         return
     env_rank, env_world, env_local = _rank_environment()
