@@ -22,6 +22,8 @@ setup(
             "transformers>=4.51",
             "tokenizers>=0.21",
             "safetensors>=0.4",
+            "ray>=2.40",  # RL workers (python -m harness.main_ppo)
+            "matplotlib>=3.8",  # report plots
         ],
         "launch": ["ray[default]>=2.40"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],

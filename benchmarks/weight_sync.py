@@ -97,7 +97,7 @@ def sync_every_transport(url: str, model_dir: str, transports: list):
     from harness.models.builder import build_model
     from harness.models.hf_config import load_model_spec
     from harness.parallel import destroy_model_parallel, initialize_model_parallel
-    from harness.rollout.config import RolloutConfig
+    from harness.config.rollout import RolloutConfig
     from harness.rollout.sglang_engine import SGLangEngine
     from harness.workers.weight_export import export_hf_weights, push_weights
 
@@ -143,7 +143,7 @@ def main():
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
 
-    from harness.rollout.config import RolloutConfig
+    from harness.config.rollout import RolloutConfig
     from harness.rollout.sglang_engine import SGLangEngine
     from tests.support.multirank import RankGroup
 

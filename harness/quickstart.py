@@ -1,11 +1,13 @@
-"""The CPU quickstart, one command: data -> tiny model -> SFT at TP=2 on 2 ranks -> evaluation.
+"""The CPU quickstart, one command: data -> tiny model -> SFT (TP=2) -> GRPO on Ray -> evaluation.
 
     python -m harness.quickstart [--out DIR]
 
 Prepares the char_count task ("How many r in strawberry?"), makes a tiny character-level Qwen2,
 fine-tunes it with Megatron at tensor parallel 2 (`torchrun --nproc_per_node 2 -m harness.main_sft`),
-and evaluates the base model against the SFT model on held-out prompts. Writes DIR/report.md and
-DIR/report.json. Each step is the command a user would type; they are printed as they run.
+then improves it with GRPO (`python -m harness.main_ppo`: 2 Megatron ranks on Ray, the SGLang engine
+when its environment exists, the embedded engine otherwise), and evaluates base, SFT and GRPO models
+on the same held-out prompts. Writes DIR/report.md, DIR/report.json and PNG curves in DIR/plots.
+Each step is the command a user would type; they are printed as they run.
 """
 import argparse
 import json
@@ -14,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness.config.rollout import default_sglang_python
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +38,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/quickstart")
     parser.add_argument("--sft-steps", type=int, default=None, help="override the config's total_training_steps")
+    parser.add_argument("--grpo-steps", type=int, default=None, help="override the GRPO config's total_training_steps")
+    parser.add_argument("--engine", choices=["auto", "sglang", "embedded"], default="auto",
+                        help="GRPO's rollout engine (auto: SGLang when its environment is built)")
     parser.add_argument("--n-train", type=int, default=8000)
     parser.add_argument("--n-val", type=int, default=200)
     args = parser.parse_args(argv)
@@ -57,26 +64,61 @@ def main(argv=None) -> int:
     if args.sft_steps:
         sft_command.append(f"trainer.total_training_steps={args.sft_steps}")
     run(sft_command, log)
-    run([python, "-m", "harness.evaluate", "--checkpoint-path", sft / "hf_best", "--compare-with", base,
-         "--data", data / "rl_val.parquet", "--max-new-tokens", 8, "--out", out / "eval_sft"], log)
+    grpo = out / "grpo"
+    engine = args.engine if args.engine != "auto" else ("sglang" if os.path.exists(default_sglang_python()) else "embedded")
+    grpo_command = [
+        python, "-m", "harness.main_ppo", "--config", "configs/grpo_tiny_cpu.yaml",
+        f"data.train_files={data / 'rl_train.parquet'}", f"data.val_files={data / 'rl_val.parquet'}",
+        f"actor_rollout_ref.model.path={sft / 'hf_best'}", f"trainer.default_local_dir={grpo}",
+        f"actor_rollout_ref.rollout.name={engine}",
+    ]
+    if args.grpo_steps:
+        grpo_command.append(f"trainer.total_training_steps={args.grpo_steps}")
+    run(grpo_command, log)
+    for name, model, compare in (("sft", sft / "hf_best", ["--compare-with", base]), ("grpo", grpo / "hf_actor", [])):
+        run([python, "-m", "harness.evaluate", "--checkpoint-path", model, *compare,
+             "--data", data / "rl_val.parquet", "--max-new-tokens", 8, "--out", out / f"eval_{name}"], log)
 
-    evaluation = json.loads((out / "eval_sft" / "evaluation.json").read_text())
+    evaluations = {name: json.loads((out / f"eval_{name}" / "evaluation.json").read_text()) for name in ("sft", "grpo")}
+    keys = ("accuracy", "mean_reward", "mean_response_length")
     report = {
-        "base": {k: evaluation["base"][k] for k in ("accuracy", "mean_reward", "mean_response_length")},
-        "sft": {k: evaluation["checkpoint"][k] for k in ("accuracy", "mean_reward", "mean_response_length")},
+        "base": {k: evaluations["sft"]["base"][k] for k in keys},
+        "sft": {k: evaluations["sft"]["checkpoint"][k] for k in keys},
+        "grpo": {k: evaluations["grpo"]["checkpoint"][k] for k in keys},
         "sft_best": json.loads((sft / "hf_best.json").read_text()),
-        "verdict": evaluation["verdict"],
+        "grpo_engine": engine,
+        "verdict": evaluations["sft"]["verdict"],
+        "plots": [str(p.relative_to(out)) for p in plots(out, sft, grpo)],
         "seconds": round(time.time() - started, 1),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(
-        "# Quickstart: char_count\n\n"
-        + (out / "eval_sft" / "evaluation.md").read_text().replace("| checkpoint |", "| sft |")
-        + f"\nSFT: best step {report['sft_best']['step']} (validation loss {report['sft_best'].get('val_loss', float('nan')):.4f});"
-        f" whole pipeline {report['seconds']} s. Metrics per step: {sft / 'metrics.jsonl'}.\n"
-    )
+    (out / "report.md").write_text(markdown_report(report, sft, grpo))
     print((out / "report.md").read_text())
     return 0
+
+
+def plots(out: Path, sft: Path, grpo: Path) -> list:
+    """Loss (SFT), reward and accuracy (GRPO) curves; accuracy starts at the SFT model (step 0)."""
+    from harness.tracking.plots import plot_run_metrics
+
+    return (plot_run_metrics(sft, out / "plots" / "sft", {"sft_loss": ["train/loss", "val/loss"]})
+            + plot_run_metrics(grpo, out / "plots" / "grpo", {
+                "grpo_reward": ["critic/score/mean", "val/score/mean"], "grpo_accuracy": ["val/accuracy"],
+                "grpo_actor": ["actor/pg_loss", "actor/ppo_kl", "actor/entropy"]}))
+
+
+def markdown_report(report: dict, sft: Path, grpo: Path) -> str:
+    rows = "\n".join(f"| {name} | {r['accuracy']:.3f} | {r['mean_reward']:.3f} | {r['mean_response_length']:.1f} |"
+                     for name, r in ((n, report[n]) for n in ("base", "sft", "grpo")))
+    images = "\n".join(f"![{Path(p).stem}]({p})" for p in report["plots"])
+    best = report["sft_best"]
+    return (
+        "# Quickstart: char_count\n\n"
+        "| model | accuracy | mean reward | mean response length |\n|---|---|---|---|\n" + rows + "\n\n"
+        f"SFT: best step {best['step']} (validation loss {best.get('val_loss', float('nan')):.4f}); "
+        f"GRPO rollout engine: {report['grpo_engine']}; whole pipeline {report['seconds']} s.\n"
+        f"Metrics per step: {sft / 'metrics.jsonl'}, {grpo / 'metrics.jsonl'}.\n\n{images}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ pins=(
   "tensorboard==2.21.0"
   "rich==15.0.0"
   "wandb==0.31.0"
+  "ray==2.60.0"
+  "matplotlib==3.11.2"
   "pyyaml>=6"
   "pytest==9.0.3"
   "pytest-timeout==2.4.0"

@@ -14,7 +14,7 @@ Two distributed-optimizer bugs of megatron-core (on any device) are handled here
 import json
 import os
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -98,8 +98,10 @@ def write_marker(directory: str, has_optimizer: bool, chunks: int = 1) -> None:
         json.dump({"format": "torch_dist", "has_optimizer": has_optimizer, "chunks": chunks}, f)
 
 
-def load_checkpoint(directory: str, chunks, optimizer=None) -> Dict[str, Any]:
-    """Load into model chunks of any TP/PP/DP layout (and the optimizer); returns the saved `extra`."""
+def load_checkpoint(directory: str, chunks, optimizer=None, exclude_prefixes: Sequence[str] = ()) -> Dict[str, Any]:
+    """Load into model chunks of any TP/PP/DP layout (and the optimizer); returns the saved `extra`.
+    Model keys starting with one of `exclude_prefixes` keep their current values (a critic built
+    from an LM checkpoint keeps its own head)."""
     from megatron.core import dist_checkpointing
 
     directory = os.path.abspath(directory)
@@ -113,6 +115,9 @@ def load_checkpoint(directory: str, chunks, optimizer=None) -> Dict[str, Any]:
     if optimizer is not None and not saved.get("has_optimizer"):
         raise CheckpointError(f"{directory}: holds model weights only; no optimizer state to resume from")
     state = _model_state(chunks, is_loading=True)
+    for model_state in state.values():
+        for key in [k for k in model_state if k.startswith(tuple(exclude_prefixes))]:
+            del model_state[key]
     if optimizer is not None:
         _install_optimizer_fixes()
         for distributed in _distributed_optimizers(optimizer):
@@ -122,7 +127,11 @@ def load_checkpoint(directory: str, chunks, optimizer=None) -> Dict[str, Any]:
     state["extra"] = {}
     loaded = dist_checkpointing.load(state, directory)
     for i, chunk in enumerate(chunks):
-        unwrap(chunk).load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"], strict=True)
+        missing, unexpected = unwrap(chunk).load_state_dict(loaded["model" if len(chunks) == 1 else f"model{i}"],
+                                                            strict=False)
+        missing = [k for k in missing if not k.startswith(tuple(exclude_prefixes))]
+        if missing or unexpected:
+            raise CheckpointError(f"{directory}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
         _unshare_step_counters(optimizer)

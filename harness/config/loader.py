@@ -66,7 +66,25 @@ def load_config(schema: Type[T], config_file: Optional[str] = None, overrides: S
     try:
         return OmegaConf.to_object(merged)
     except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from None
+        where = _failing_section(merged, str(e))
+        message = str(e) if not where or str(e).startswith(where) else f"{where}: {e}"
+        raise ConfigError(message) from None
+
+
+def _failing_section(merged, message: str) -> Optional[str]:
+    """The deepest section whose own validation raises `message` (a nested dataclass such as a
+    `megatron` block does not know where it sits)."""
+    found = None
+    for key in all_keys(merged):
+        node = OmegaConf.select(merged, key)
+        if not OmegaConf.is_dict(node):
+            continue
+        try:
+            OmegaConf.to_object(node)
+        except (ValueError, TypeError) as e:
+            if str(e) == message and (found is None or len(key) > len(found)):
+                found = key
+    return found
 
 
 def split_config_argument(argv: Sequence[str]):

@@ -103,3 +103,13 @@ def char_count(data_source, solution_str: str, ground_truth, extra_info=None) ->
 def gsm8k(data_source, solution_str: str, ground_truth, extra_info=None) -> float:
     """The final number (after ``####``, else the last one) equals the ground truth numerically."""
     return 1.0 if _same_number(final_number(solution_str), ground_truth) else 0.0
+
+
+def char_count_partial_credit(data_source, solution_str: str, ground_truth, extra_info=None) -> float:
+    """A shaped training reward for char_count: 1 for the exact count, 0.5 for one off, else 0 (a
+    denser signal than exact match; accuracy is still measured by `char_count`). Use it with
+    `custom_reward_function.path=harness.reward.rule_scorers custom_reward_function.name=char_count_partial_credit`."""
+    answer = solution_str.strip()
+    if not re.fullmatch(r"-?\d+", answer):
+        return 0.0
+    return max(0.0, 1.0 - 0.5 * abs(int(answer) - int(ground_truth)))

@@ -12,7 +12,7 @@ import torch
 
 from harness.rollout.base import (Completion, RolloutEngine, SamplingParams, WeightStream, Weights,
                                   check_against)
-from harness.rollout.config import RolloutConfig
+from harness.config.rollout import RolloutConfig
 
 
 class EmbeddedEngine(RolloutEngine):

@@ -1,6 +1,6 @@
 """The engine ``actor_rollout_ref.rollout.name`` selects (imports only the one it needs)."""
 from harness.rollout.base import RolloutEngine
-from harness.rollout.config import RolloutConfig
+from harness.config.rollout import RolloutConfig
 
 
 def make_engine(config: RolloutConfig) -> RolloutEngine:

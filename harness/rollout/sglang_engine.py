@@ -17,7 +17,7 @@ import torch
 
 from harness.rollout.base import (Completion, NamedTensor, RolloutEngine, RolloutError, SamplingParams,
                                   WeightStream, Weights, check_against)
-from harness.rollout.config import RolloutConfig
+from harness.config.rollout import RolloutConfig
 from harness.rollout.sglang_client import SGLangClient
 from harness.rollout.sglang_server import RouterProcess, SGLangServer
 from harness.rollout.transports import make_transport
@@ -52,6 +52,9 @@ def served_tensor_shapes(model_path: Optional[str]) -> Optional[Dict[str, tuple]
 
 class SGLangEngine(RolloutEngine):
     def __init__(self, config: RolloutConfig):
+        if not config.server_urls and not config.model_path:
+            raise ValueError("actor_rollout_ref.rollout.model_path is required to launch SGLang servers "
+                             "(or give server_urls of running ones)")
         self.config = config
         self.servers: List[SGLangServer] = []
         self.router: Optional[RouterProcess] = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import sys
 import socket
 import subprocess
 import tempfile
@@ -15,7 +16,7 @@ import time
 from typing import List, Optional
 
 from harness.rollout.base import RolloutError
-from harness.rollout.config import REPO_ROOT, RolloutConfig
+from harness.config.rollout import REPO_ROOT, RolloutConfig
 from harness.rollout.sglang_client import SGLangClient, SGLangHTTPError, SGLangUnreachable
 
 # Test support for CPU machines: a stand-in for the CUDA-only sgl_kernel package (see its README).
@@ -26,6 +27,18 @@ LOG_TAIL_LINES = 40
 
 class ServerStartError(RolloutError):
     pass
+
+
+def _parent_death_signal():
+    """A pre-exec hook that has the child SIGKILLed when its parent dies, even by SIGKILL (atexit does
+    not run then; SGLang's own subprocesses follow their server the same way). libc is loaded here,
+    in the parent: the forked child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl, pr_set_pdeathsig = ctypes.CDLL("libc.so.6", use_errno=True).prctl, 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,7 +105,7 @@ class SGLangServer:
             log.flush()
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, env=self.environment(),
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_parent_death_signal())
         atexit.register(self.stop)  # a trainer that dies without shutdown() leaves no server behind
 
     def wait_healthy(self, timeout_s: Optional[float] = None) -> None:

@@ -19,7 +19,7 @@ def _rank0() -> bool:
     return torch.distributed.get_rank() == 0
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     staging = path.with_name(path.name + ".tmp")
     staging.write_text(text)
     os.replace(staging, path)
@@ -75,9 +75,9 @@ class CheckpointDirectory:
 
             # The HF config and tokenizer travel with every checkpoint: it converts and evaluates alone.
             copy_hf_side_files(self.model_source, path, dtype=engine.config.params_dtype)
-            _write_atomically(self.root / "latest", str(step))
+            write_atomically(self.root / "latest", str(step))
             if best is not None and best["step"] == step:
-                _write_atomically(self.root / "best.json", json.dumps(best))
+                write_atomically(self.root / "best.json", json.dumps(best))
         torch.distributed.barrier()
         return path
 
@@ -89,6 +89,6 @@ class CheckpointDirectory:
             from harness.checkpoint.convert import mcore_to_hf
 
             mcore_to_hf(self.step_dir(step), target, force=True)
-            _write_atomically(self.run_dir / "hf_best.json", json.dumps({"step": step, **(best or {})}))
+            write_atomically(self.run_dir / "hf_best.json", json.dumps({"step": step, **(best or {})}))
         torch.distributed.barrier()
         return target

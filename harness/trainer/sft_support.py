@@ -1,12 +1,12 @@
 """The pieces of the SFT loop that are not the loop: data, step plan, micro-batches, LR schedule."""
 import json
-import math
 from dataclasses import asdict
 
 import torch
 
 from harness.config.parallel import ParallelConfig
 from harness.config.sft import SFTConfig, SFTDataConfig, SFTOptimConfig, SFTTrainerConfig
+from harness.workers import optim_schedule
 from harness.workers.megatron_engine import OptimConfig, reduce_loss, token_sum_lm_loss
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -100,34 +100,13 @@ def validation_loss(engine, dataset, data: SFTDataConfig, parallel: ParallelConf
 
 
 def optim_config(optim: SFTOptimConfig) -> OptimConfig:
-    return OptimConfig(
-        lr=optim.lr,
-        min_lr=optim.lr * optim.min_lr_ratio,
-        weight_decay=optim.weight_decay,
-        adam_beta1=optim.betas[0],
-        adam_beta2=optim.betas[1],
-        clip_grad=optim.clip_grad,
-    )
+    return optim_schedule.optim_config(optim.lr, optim.min_lr_ratio, optim.weight_decay, optim.betas, optim.clip_grad)
 
 
 def lr_scheduler(optimizer, optim: SFTOptimConfig, total_steps: int):
-    """Linear warmup over `warmup_steps_ratio` of the run, then cosine / linear / constant."""
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-
-    warmup = int(math.floor(optim.warmup_steps_ratio * total_steps))
-    return OptimizerParamScheduler(
-        optimizer,
-        init_lr=0.0,
-        max_lr=optim.lr,
-        min_lr=optim.lr * optim.min_lr_ratio,
-        lr_warmup_steps=warmup,
-        lr_decay_steps=max(total_steps, warmup + 1),
-        lr_decay_style=optim.lr_scheduler,
-        start_wd=optim.weight_decay,
-        end_wd=optim.weight_decay,
-        wd_incr_steps=max(total_steps, 1),
-        wd_incr_style="constant",
-    )
+    return optim_schedule.lr_scheduler(optimizer, lr=optim.lr, min_lr_ratio=optim.min_lr_ratio,
+                                       warmup_ratio=optim.warmup_steps_ratio, style=optim.lr_scheduler,
+                                       weight_decay=optim.weight_decay, total_steps=total_steps)
 
 
 def tracker(config: SFTConfig, total_steps: int, resumed_step: int):

@@ -14,6 +14,7 @@ from harness.models.builder import build_model
 from harness.models.hf_config import ModelSpec
 from harness.models.mapping import model_mapping
 from harness.models.sharding import load_full_weights
+from harness.models.value_head import attach_value_heads
 
 
 @dataclass
@@ -57,8 +58,13 @@ class MegatronEngine:
         parallel: ParallelConfig,
         optim: Optional[OptimConfig] = None,
         params_dtype: torch.dtype = torch.float32,
+        value_head: bool = False,
+        trainable: bool = True,
         **config_overrides,
     ):
+        """`value_head`: a scalar head replaces the LM head (critic, reward model; the model must not
+        tie embeddings). `trainable=False`: a frozen model (reference, reward model) without gradient
+        buffers or optimizer, for forward passes only."""
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from megatron.core.transformer.module import Float16Module
@@ -68,8 +74,17 @@ class MegatronEngine:
         self.optim_config = optim or OptimConfig()
         chunks = build_model(spec, parallel, params_dtype=params_dtype, **config_overrides)
         self.config = chunks[0].config
+        if value_head:
+            attach_value_heads(chunks)
         if params_dtype != torch.float32:
             chunks = [Float16Module(self.config, chunk) for chunk in chunks]
+        self.optimizer = None
+        if not trainable:
+            for chunk in chunks:
+                chunk.requires_grad_(False)
+                chunk.eval()
+            self.chunks = chunks
+            return
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True,
             overlap_grad_reduce=False,
@@ -104,7 +119,8 @@ class MegatronEngine:
     def load_full_weights(self, full: Dict[str, torch.Tensor]) -> None:
         """Load full (unsharded, global-named) Megatron tensors; the optimizer's main copies follow."""
         load_full_weights(self.chunks, full, self.mapping)
-        self.optimizer.reload_model_params()
+        if self.optimizer is not None:
+            self.optimizer.reload_model_params()
 
     def forward_backward(
         self,
@@ -127,15 +143,16 @@ class MegatronEngine:
         if not finalize_grads:
             self.config.finalize_model_grads_func = None
         try:
-            return get_forward_backward_func()(
-                forward_step_func=partial(_forward_step, loss_func=loss_func),
-                data_iterator=iterators if len(iterators) > 1 else iterators[0],
-                model=self.chunks if len(self.chunks) > 1 else self.chunks[0],
-                num_microbatches=len(microbatches),
-                seq_length=seq_length,
-                micro_batch_size=micro_batch_size,
-                forward_only=forward_only,
-            )
+            with torch.set_grad_enabled(not forward_only):  # a forward-only pass keeps no graph
+                return get_forward_backward_func()(
+                    forward_step_func=partial(_forward_step, loss_func=loss_func),
+                    data_iterator=iterators if len(iterators) > 1 else iterators[0],
+                    model=self.chunks if len(self.chunks) > 1 else self.chunks[0],
+                    num_microbatches=len(microbatches),
+                    seq_length=seq_length,
+                    micro_batch_size=micro_batch_size,
+                    forward_only=forward_only,
+                )
         finally:
             self.config.finalize_model_grads_func = finalize
 

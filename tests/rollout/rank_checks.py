@@ -52,7 +52,7 @@ def teacher_forced_logprobs(chunks, spec, sequences):
 
 def export_into_embedded(hf_dir: str, tp: int, pp: int, scale: float):
     """Exports the actor into an in-process engine on rank 0; returns its state dict there."""
-    from harness.rollout.config import RolloutConfig
+    from harness.config.rollout import RolloutConfig
     from harness.rollout.embedded_engine import EmbeddedEngine
 
     spec, chunks = build_actor(hf_dir, tp, pp, scale)
@@ -70,7 +70,7 @@ def sync_into_sglang(url: str, hf_dir: str, transport: str, tp: int, pp: int, sc
                      bucket_size_mb: int = 1):
     """Exports the actor into the running server at ``url``; on rank 0: SGLang's greedy output and
     teacher-forced log-probs, and an HF model's greedy output on the very tensors that were sent."""
-    from harness.rollout.config import RolloutConfig
+    from harness.config.rollout import RolloutConfig
     from harness.rollout.sglang_engine import SGLangEngine
 
     spec, chunks = build_actor(hf_dir, tp, pp, scale)

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from harness.rollout.config import default_sglang_python
+from harness.config.rollout import default_sglang_python
 
 SGLANG_PYTHON = default_sglang_python()
 requires_sglang = pytest.mark.skipif(

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Sequence
 import torch
 
 from harness.rollout.base import NamedTensor
-from harness.rollout.config import RolloutConfig
+from harness.config.rollout import RolloutConfig
 from harness.rollout.sglang_client import SGLangClient
 
 TRANSPORTS: Dict[str, type] = {}

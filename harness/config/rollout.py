@@ -19,7 +19,7 @@ def default_sglang_python() -> str:
 @dataclass
 class RolloutConfig:
     name: str = "sglang"  # engine: sglang | embedded
-    model_path: Optional[str] = None  # HF directory the servers start from (verl: actor_rollout_ref.model.path)
+    model_path: Optional[str] = None  # HF directory the servers start from (RL runs: actor_rollout_ref.model.path)
     dtype: str = "bfloat16"
     tensor_model_parallel_size: int = 1  # SGLang's own TP (--tp-size)
     gpu_memory_utilization: Optional[float] = None  # --mem-fraction-static
@@ -64,9 +64,6 @@ class RolloutConfig:
                     "bucket_size_mb", "n"):
             if getattr(self, key) < 1:
                 raise ValueError(f"actor_rollout_ref.rollout.{key}={getattr(self, key)}: must be >= 1")
-        if self.name == "sglang" and not self.server_urls and not self.model_path:
-            raise ValueError("actor_rollout_ref.rollout.model_path is required to launch SGLang servers "
-                             "(or give server_urls of running ones)")
 
     @property
     def bucket_bytes(self) -> int:

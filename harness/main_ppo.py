@@ -1,0 +1,41 @@
+"""RL training (PPO, GRPO and relatives): `python -m harness.main_ppo [--config FILE] key=value ...`
+
+One driver process; it starts (or joins, `ray_init.address=auto`) a Ray cluster and places the
+Megatron workers there. Keys follow verl's PPO trainer (`algorithm.adv_estimator=grpo`,
+`actor_rollout_ref.rollout.n=5`, `data.train_files=...`, `trainer.total_training_steps=...`) plus the
+Megatron parallel sizes of each model (`actor_rollout_ref.actor.megatron.tensor_model_parallel_size`);
+see harness/config/rl.py and configs/grpo_*.yaml, configs/ppo_*.yaml.
+"""
+import logging
+import sys
+
+from harness.config.loader import ConfigError, load_config, split_config_argument
+from harness.config.rl import RLConfig
+
+
+def main(argv=None) -> int:
+    try:
+        config = load_config(RLConfig, *split_config_argument(sys.argv[1:] if argv is None else argv))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("harness").setLevel(logging.INFO)
+    from harness.data import DataError
+    from harness.trainer.ppo import run_ppo
+    from harness.trainer.ppo_support import NonFiniteLossError
+
+    try:
+        result = run_ppo(config)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 3
+    print(f"ppo finished: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

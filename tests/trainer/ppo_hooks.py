@@ -1,0 +1,28 @@
+"""User hooks the RL tests plug in by `module:function` / file path, as users do."""
+import os
+import time
+
+import torch
+
+
+def length_score(data_source, solution_str, ground_truth, extra_info=None):
+    """A graded, deterministic reward (a random tiny model is never right on char_count, and GRPO
+    needs scores that differ within a group)."""
+    return len(solution_str) / 10.0
+
+
+def flaky_score(data_source, solution_str, ground_truth, extra_info=None):
+    """Raises on some answers; hangs once (the first call that finds no marker file)."""
+    marker = os.environ["HARNESS_TEST_HANG_MARKER"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(600)
+    if len(solution_str) % 3 == 0:
+        raise ValueError(f"cannot score {solution_str!r}")
+    return len(solution_str) / 10.0
+
+
+def nan_advantages(*, token_level_rewards, response_mask, **_):
+    """An advantage estimator gone wrong: every advantage is NaN."""
+    nan = torch.full_like(token_level_rewards, float("nan"))
+    return nan, nan
