@@ -37,7 +37,11 @@ def evaluate_model(
     limit: Optional[int] = None,
     engine: str = "embedded",
     max_prompt_length: int = 1024,
+    samples_per_prompt: int = 0,
+    temperature: float = 1.0,
 ) -> dict:
+    """Greedy accuracy; with `samples_per_prompt` also the sampled accuracy at `temperature` (mean@k:
+    the policy's own success rate, what RL optimises)."""
     from transformers import AutoTokenizer
 
     from harness.data import load_rl_dataset
@@ -49,6 +53,12 @@ def evaluate_model(
     greedy = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     with make_engine(RolloutConfig(name=engine, model_path=model_dir, dtype="float32")) as rollout:
         completions = rollout.generate([p.prompt_ids for p in prompts], greedy, n=1)
+        sampled = []
+        if samples_per_prompt:
+            sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=0)
+            sampled = rollout.generate([p.prompt_ids for p in prompts], sampling, n=samples_per_prompt)
+    sampled_rewards = [score(prompts[c.prompt_index].data_source, tokenizer.decode(c.token_ids, skip_special_tokens=True),
+                             prompts[c.prompt_index].ground_truth, prompts[c.prompt_index].extra_info) for c in sampled]
     rewards, lengths, samples = [], [], []
     for prompt, completion in zip(prompts, completions):
         answer = tokenizer.decode(completion.token_ids, skip_special_tokens=True)
@@ -65,6 +75,8 @@ def evaluate_model(
         "accuracy": sum(r >= 1.0 for r in rewards) / count,
         "mean_reward": sum(rewards) / count,
         "mean_response_length": sum(lengths) / count,
+        **({"sampled_accuracy": sum(r >= 1.0 for r in sampled_rewards) / len(sampled_rewards),
+            "sampled": f"mean@{samples_per_prompt}, temperature {temperature}"} if sampled_rewards else {}),
         "samples": samples[:20],
     }
 
@@ -79,11 +91,14 @@ def verdict(result: dict, min_accuracy: float, max_accuracy: float) -> str:
 
 
 def markdown_table(results: List[dict]) -> str:
-    lines = ["| model | prompts | accuracy | mean reward | mean response length |", "|---|---|---|---|---|"]
+    sampled = "sampled" in results[0]
+    extra = f" sampled accuracy ({results[0]['sampled']}) |" if sampled else ""
+    lines = ["| model | prompts | accuracy (greedy) |" + extra + " mean reward | mean response length |",
+             "|---|---|---|" + ("---|" if sampled else "") + "---|---|"]
     for r in results:
-        lines.append(
-            f"| {r['name']} | {r['prompts']} | {r['accuracy']:.3f} | {r['mean_reward']:.3f} | {r['mean_response_length']:.1f} |"
-        )
+        cell = f" {r['sampled_accuracy']:.3f} |" if sampled else ""
+        lines.append(f"| {r['name']} | {r['prompts']} | {r['accuracy']:.3f} |{cell} {r['mean_reward']:.3f} | "
+                     f"{r['mean_response_length']:.1f} |")
     return "\n".join(lines)
 
 
@@ -96,6 +111,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N prompts only")
     parser.add_argument("--engine", default="embedded", choices=["embedded", "sglang"])
+    parser.add_argument("--samples", type=int, default=0,
+                        help="also report the sampled accuracy: N samples per prompt at --temperature (mean@N)")
+    parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--min-accuracy", type=float, default=0.05)
     parser.add_argument("--max-accuracy", type=float, default=0.95)
     args = parser.parse_args(argv)
@@ -107,7 +125,8 @@ def main(argv=None) -> int:
         for name, path in (("base", args.compare_with), ("checkpoint", args.checkpoint_path)):
             if path:
                 result = evaluate_model(
-                    as_hf_directory(path, scratch), args.data, args.max_new_tokens, args.limit, args.engine
+                    as_hf_directory(path, scratch), args.data, args.max_new_tokens, args.limit, args.engine,
+                    samples_per_prompt=args.samples, temperature=args.temperature,
                 )
                 results.append({"name": name, **result})
     report = {r["name"]: r for r in results}

@@ -76,11 +76,11 @@ def main(argv=None) -> int:
         grpo_command.append(f"trainer.total_training_steps={args.grpo_steps}")
     run(grpo_command, log)
     for name, model, compare in (("sft", sft / "hf_best", ["--compare-with", base]), ("grpo", grpo / "hf_actor", [])):
-        run([python, "-m", "harness.evaluate", "--checkpoint-path", model, *compare,
-             "--data", data / "rl_val.parquet", "--max-new-tokens", 8, "--out", out / f"eval_{name}"], log)
+        run([python, "-m", "harness.evaluate", "--checkpoint-path", model, *compare, "--data", data / "rl_val.parquet",
+             "--max-new-tokens", 8, "--samples", 4, "--temperature", 1.0, "--out", out / f"eval_{name}"], log)
 
     evaluations = {name: json.loads((out / f"eval_{name}" / "evaluation.json").read_text()) for name in ("sft", "grpo")}
-    keys = ("accuracy", "mean_reward", "mean_response_length")
+    keys = ("accuracy", "sampled_accuracy", "mean_reward", "mean_response_length")
     report = {
         "base": {k: evaluations["sft"]["base"][k] for k in keys},
         "sft": {k: evaluations["sft"]["checkpoint"][k] for k in keys},
@@ -108,13 +108,14 @@ def plots(out: Path, sft: Path, grpo: Path) -> list:
 
 
 def markdown_report(report: dict, sft: Path, grpo: Path) -> str:
-    rows = "\n".join(f"| {name} | {r['accuracy']:.3f} | {r['mean_reward']:.3f} | {r['mean_response_length']:.1f} |"
-                     for name, r in ((n, report[n]) for n in ("base", "sft", "grpo")))
+    rows = "\n".join(f"| {name} | {r['accuracy']:.3f} | {r['sampled_accuracy']:.3f} | {r['mean_reward']:.3f} | "
+                     f"{r['mean_response_length']:.1f} |" for name, r in ((n, report[n]) for n in ("base", "sft", "grpo")))
     images = "\n".join(f"![{Path(p).stem}]({p})" for p in report["plots"])
     best = report["sft_best"]
     return (
         "# Quickstart: char_count\n\n"
-        "| model | accuracy | mean reward | mean response length |\n|---|---|---|---|\n" + rows + "\n\n"
+        "| model | accuracy (greedy) | sampled accuracy (mean@4, T=1) | mean reward (greedy) | mean response length |\n"
+        "|---|---|---|---|---|\n" + rows + "\n\n"
         f"SFT: best step {best['step']} (validation loss {best.get('val_loss', float('nan')):.4f}); "
         f"GRPO rollout engine: {report['grpo_engine']}; whole pipeline {report['seconds']} s.\n"
         f"Metrics per step: {sft / 'metrics.jsonl'}, {grpo / 'metrics.jsonl'}.\n\n{images}\n"

@@ -83,9 +83,11 @@ class SGLangServer:
                    "tp_size": c.tensor_model_parallel_size, "mem_fraction_static": c.gpu_memory_utilization,
                    "context_length": c.max_model_len, "skip_tokenizer_init": c.skip_tokenizer_init}
         if c.resolved_device() == "cpu":
-            # SGLang's CPU route without its AMX kernels (notes/sglang.md).
+            # SGLang's CPU route without its AMX kernels (notes/sglang.md). An idle scheduler busy-polls a
+            # core by default, which halves training speed on a small machine: sleep_on_idle waits on
+            # its sockets instead.
             options.update(device="cpu", attention_backend="torch_native", disable_overlap_schedule=True,
-                           max_total_tokens=4096)
+                           max_total_tokens=16384, sleep_on_idle=True)
         options.update(c.sglang)
         return [c.python, "-m", "sglang.launch_server"] + sglang_flags(options)
 

@@ -10,12 +10,8 @@
 """
 from __future__ import annotations
 
-import logging
-
 from harness.config.rl import RLConfig
 from harness.trainer import ppo_support as support
-
-log = logging.getLogger(__name__)
 
 
 def run_ppo(config: RLConfig) -> dict:
@@ -27,8 +23,7 @@ def run_ppo(config: RLConfig) -> dict:
             step = run.step + 1
             timer = support.PhaseTimer()
             with timer("step"):
-                with timer("gen"):
-                    samples, sampling_metrics = run.rollout_and_score(step, timer)
+                samples, sampling_metrics = run.rollout_and_score(step, timer)  # times "gen" and "reward"
                 batch = run.to_batch(samples)
                 with timer("old_log_prob"):
                     batch.update(run.log_probs(batch, with_entropy=True))
@@ -39,7 +34,7 @@ def run_ppo(config: RLConfig) -> dict:
                     with timer("values"):
                         batch["values"] = run.values(batch)
                 with timer("adv"):
-                    algorithm_metrics = run.compute_advantages(batch, samples)
+                    algorithm_metrics = run.compute_advantages(batch)
                 critic_metrics = {}
                 if run.cluster.critic is not None:
                     with timer("update_critic"):

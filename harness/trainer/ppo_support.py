@@ -21,6 +21,7 @@ from harness.config.rl import RLConfig
 from harness.rollout.base import SamplingParams
 from harness.trainer.checkpoints import write_atomically
 from harness.trainer.rl_batch import PromptOrder, Sample, minibatch_counts, minibatch_plan, to_tensors
+from harness.workers.rank_worker import DTYPES
 from harness.workers.rl_losses import PolicyLossSettings
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ class RLRun:
                                                     self.config.critic.ppo_micro_batch_size_per_gpu))
 
     # ---- the algorithm -----------------------------------------------------------------------
-    def compute_advantages(self, batch, samples: List[Sample]) -> dict:
+    def compute_advantages(self, batch) -> dict:
         algorithm = self.config.algorithm
         scores, mask = batch["token_level_scores"], batch["response_mask"]
         old = batch["old_log_probs"] = batch.pop("log_probs")
@@ -365,8 +366,12 @@ class RLRun:
 
         directory = self.step_dir(self.step)
         self.cluster.save(directory)
-        # The actor checkpoint carries the HF config and tokenizer: it exports and evaluates alone.
-        copy_hf_side_files(Path(self.config.actor_rollout_ref.model.path), directory / "actor", dtype=torch.float32)
+        # Each checkpoint carries its HF config and tokenizer: the actor exports and evaluates alone,
+        # the critic serves as a reward model (reward_model.model.path).
+        arr, critic = self.config.actor_rollout_ref, self.config.critic
+        copy_hf_side_files(Path(arr.model.path), directory / "actor", dtype=DTYPES[arr.model.dtype])
+        if self.cluster.critic is not None:
+            copy_hf_side_files(Path(critic.model.path), directory / "critic", dtype=DTYPES[critic.model.dtype])
         state = {"step": self.step, "prompt_order": self.order.state_dict(), "kl_coef": self.kl_ctrl.value,
                  "nonfinite_steps": self.nonfinite_steps}
         write_atomically(directory / STATE_FILE, json.dumps(state))

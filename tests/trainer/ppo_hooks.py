@@ -12,11 +12,13 @@ def length_score(data_source, solution_str, ground_truth, extra_info=None):
 
 
 def flaky_score(data_source, solution_str, ground_truth, extra_info=None):
-    """Raises on some answers; hangs once (the first call that finds no marker file)."""
-    marker = os.environ["HARNESS_TEST_HANG_MARKER"]
-    if not os.path.exists(marker):
-        open(marker, "w").close()
+    """Raises on some answers; hangs once (the one call that creates the marker file: scorer
+    processes run concurrently, so the creation must be atomic)."""
+    try:
+        os.close(os.open(os.environ["HARNESS_TEST_HANG_MARKER"], os.O_CREAT | os.O_EXCL))
         time.sleep(600)
+    except FileExistsError:
+        pass
     if len(solution_str) % 3 == 0:
         raise ValueError(f"cannot score {solution_str!r}")
     return len(solution_str) / 10.0

@@ -61,8 +61,9 @@ def test_final_actor_is_exported_to_hf(reference_run):
 
 @pytest.mark.parametrize("layout", [
     ["actor_rollout_ref.actor.megatron.tensor_model_parallel_size=2"],
-    ["actor_rollout_ref.actor.megatron.pipeline_model_parallel_size=2"],
-], ids=["tp2", "pp2"])
+    # ... and the rollout engine on its own resources (split placement) changes nothing either.
+    ["actor_rollout_ref.actor.megatron.pipeline_model_parallel_size=2", "trainer.placement=split"],
+], ids=["tp2", "pp2_split"])
 def test_parallel_layouts_match_tp1_first_step(assets, reference_run, tmp_path, layout):
     run_dir = tmp_path / "run"
     run(ppo_command(assets, run_dir, "actor_rollout_ref.actor.use_kl_loss=true", "trainer.total_training_steps=1",
@@ -98,7 +99,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(assets, reference_run, t
             assert resumed[step][key] == pytest.approx(whole[step][key], rel=1e-5, abs=1e-7), (step, key)
 
 
-def test_ppo_with_a_critic_learns_values(assets, tmp_path):
+def test_ppo_with_a_critic_learns_values_and_serves_as_a_reward_model(assets, tmp_path):
     run_dir = tmp_path / "run"
     run(ppo_command(assets, run_dir, "algorithm.adv_estimator=gae", "algorithm.lam=0.95", "critic.optim.lr=3e-3",
                     "trainer.total_training_steps=6", "trainer.test_freq=-1", "trainer.save_freq=-1",
@@ -108,6 +109,15 @@ def test_ppo_with_a_critic_learns_values(assets, tmp_path):
     assert "timing_s/values" in steps[1] and "timing_s/update_critic" in steps[1]
     losses = [steps[s]["critic/vf_loss"] for s in sorted(steps)]
     assert min(losses[-2:]) < 0.5 * losses[0], losses
+
+    # The trained value model (it predicts this reward) scores the next run's samples at their last token.
+    critic = run_dir / "checkpoints" / "global_step_6" / "critic"
+    scored = tmp_path / "scored"
+    run(ppo_command(assets, scored, "reward_model.enable=true", f"reward_model.model.path={critic}",
+                    "trainer.total_training_steps=1", "trainer.test_freq=-1", "trainer.val_before_train=false"))
+    first = metrics(scored)[0][1]
+    assert "timing_s/compute_reward_model" in first
+    assert first["critic/score/max"] > first["critic/score/min"]  # model scores, not a constant
 
 
 def test_failing_and_hanging_rewards_are_bounded_and_counted(assets, tmp_path):
@@ -122,8 +132,13 @@ def test_failing_and_hanging_rewards_are_bounded_and_counted(assets, tmp_path):
     env = {**ENV, "HARNESS_TEST_HANG_MARKER": str(tmp_path / "hung_once")}
     result = run(ppo_command(assets, run_dir, "custom_reward_function.name=flaky_score", "reward_model.timeout_s=2",
                              "trainer.total_training_steps=2", "trainer.test_freq=-1", "trainer.save_freq=-1",
-                             "trainer.val_before_train=false", train_file=train_file), env=env)
+                             "trainer.val_before_train=false", "algorithm.filter_groups.enable=true",
+                             "reward_model.overlong_buffer.enable=true", "reward_model.overlong_buffer.len=4",
+                             train_file=train_file), env=env)
     steps = metrics(run_dir)[0]
+    # DAPO's dynamic sampling and overlong penalty: full batches, the generation rounds bounded.
+    assert all(s["batch/samples"] == 32 and 1 <= s["dynamic_sampling/rounds"] <= 4 for s in steps.values())
+    assert min(s["critic/score/min"] for s in steps.values()) < 0  # responses at the length limit are penalised
     assert sum(s["reward/timed_out"] for s in steps.values()) == 1
     assert sum(s["reward/failed"] for s in steps.values()) >= 2  # the hang plus answers of length 3k
     assert all(s["data/filtered_overlong_prompts"] == 1 for s in steps.values())
@@ -141,6 +156,14 @@ def test_long_prompt_is_an_error_when_not_filtered(assets, tmp_path):
     assert result.returncode == 2
     assert str(train_file) in result.stderr and "row 3" in result.stderr and "max_prompt_length" in result.stderr
     assert time.monotonic() - started < 60  # refused before any worker starts
+
+
+def test_remax_generates_greedy_baselines(assets, tmp_path):
+    run_dir = tmp_path / "run"
+    run(ppo_command(assets, run_dir, "algorithm.adv_estimator=remax", "trainer.total_training_steps=1",
+                    "trainer.test_freq=-1", "trainer.val_before_train=false"))
+    first = metrics(run_dir)[0][1]
+    assert first["actor/ppo_kl"] == 0.0 and first["batch/samples"] == 32
 
 
 def test_nan_loss_skips_steps_then_stops_with_a_clear_message(assets, tmp_path):

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import psutil
-import pytest
 
 from tests.rollout.sglang_support import requires_sglang
 from tests.trainer.ppo_runs import ENV, ROOT, make_assets, metrics, ppo_command
