@@ -165,6 +165,7 @@ class RLRun:
         kept: List[List[Sample]] = []
         dropped: List[List[Sample]] = []
         metrics: Dict[str, float] = {}
+        scored = 0
         for round_ in range(dynamic.max_num_gen_batches if dynamic.enable else 1):
             indices = self.order.take(wanted - len(kept) if dynamic.enable else wanted)
             prompts = [self.train_set[i] for i in indices]
@@ -174,7 +175,9 @@ class RLRun:
             samples = [Sample(indices[c.prompt_index], 0, prompts[c.prompt_index].prompt_ids, c.token_ids,
                               c.logprobs, c.finish_reason) for c in completions]
             with timer("reward"):
-                metrics.update(self.score(samples))
+                for key, value in self.score(samples).items():  # counts add up over the rounds
+                    metrics[key] = metrics.get(key, 0) + value
+                scored += len(samples)
                 if config.algorithm.adv_estimator == "remax":
                     self._greedy_baselines(prompts, samples, n)
             groups = [samples[i:i + n] for i in range(0, len(samples), n)]
@@ -186,6 +189,8 @@ class RLRun:
                 (kept if informative and len(kept) < wanted else dropped).append(group)
             if len(kept) == wanted:
                 break
+        if "reward/failed" in metrics:
+            metrics["reward/failed_fraction"] = metrics["reward/failed"] / scored
         if dynamic.enable:
             metrics.update({"dynamic_sampling/rounds": round_ + 1, "dynamic_sampling/dropped_groups": len(dropped),
                             "dynamic_sampling/filled_uninformative": max(0, wanted - len(kept))})
