@@ -11,7 +11,7 @@ from omegaconf import MISSING
 
 from harness.config.parallel import ParallelConfig
 from harness.config.rollout import RolloutConfig
-from harness.config.sft import LOGGERS
+from harness.config.sft import check_loggers
 
 DTYPES = ("fp32", "bf16", "fp16")
 CRITIC_ESTIMATORS = ("gae",)  # estimators that need values; a critic is built for them
@@ -226,16 +226,12 @@ class RLTrainerConfig:
     worker_timeout_s: float = 1800.0  # bound on one worker call (a training phase)
 
     def __post_init__(self):
-        unknown = [name for name in self.logger if name not in LOGGERS]
-        if unknown:
-            raise ValueError(f"trainer.logger: unknown {unknown}; choose from {list(LOGGERS)}")
+        check_loggers(self.logger)
         if self.placement not in ("colocate", "split"):
             raise ValueError(f"trainer.placement={self.placement!r}: must be colocate or split")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"trainer.device={self.device!r}: must be auto, cuda or cpu")
-        for key in ("nnodes", "n_gpus_per_node", "total_epochs"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"trainer.{key}={getattr(self, key)}: must be positive")
+        _require_positive("trainer", self, "nnodes", "n_gpus_per_node", "total_epochs")
 
 
 @dataclass

@@ -9,6 +9,12 @@ from harness.config.parallel import ParallelConfig
 LOGGERS = ("console", "tensorboard", "wandb")
 
 
+def check_loggers(loggers) -> None:
+    unknown = [name for name in loggers if name not in LOGGERS]
+    if unknown:
+        raise ValueError(f"trainer.logger: unknown {unknown}; choose from {list(LOGGERS)}")
+
+
 @dataclass
 class SFTDataConfig:
     train_files: Any = MISSING  # a parquet path or a list of them
@@ -74,9 +80,7 @@ class SFTTrainerConfig:
     export_hf: bool = True  # export the best checkpoint (by validation loss) to HF at the end
 
     def __post_init__(self):
-        unknown = [name for name in self.logger if name not in LOGGERS]
-        if unknown:
-            raise ValueError(f"trainer.logger: unknown {unknown}; choose from {list(LOGGERS)}")
+        check_loggers(self.logger)
 
 
 @dataclass
