@@ -9,15 +9,13 @@ see harness/config/rl.py and configs/grpo_*.yaml, configs/ppo_*.yaml.
 import logging
 import sys
 
-from harness.config.loader import ConfigError, load_config, split_config_argument
+from harness.config.loader import config_from_command_line
 from harness.config.rl import RLConfig
 
 
 def main(argv=None) -> int:
-    try:
-        config = load_config(RLConfig, *split_config_argument(sys.argv[1:] if argv is None else argv))
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    config = config_from_command_line(RLConfig, sys.argv[1:] if argv is None else argv)
+    if config is None:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("harness").setLevel(logging.INFO)

@@ -7,15 +7,13 @@ Runs as one process, or with N ranks under `torchrun --nproc_per_node N -m harne
 import os
 import sys
 
-from harness.config.loader import ConfigError, load_config, split_config_argument
+from harness.config.loader import config_from_command_line
 from harness.config.sft import SFTConfig
 
 
 def main(argv=None) -> int:
-    try:
-        config = load_config(SFTConfig, *split_config_argument(sys.argv[1:] if argv is None else argv))
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    config = config_from_command_line(SFTConfig, sys.argv[1:] if argv is None else argv)
+    if config is None:
         return 2
     from harness.data import DataError
     from harness.trainer.sft import run_sft

@@ -101,5 +101,17 @@ def split_config_argument(argv: Sequence[str]):
     return config_file, argv
 
 
+def config_from_command_line(schema: Type[T], argv: Sequence[str]) -> Optional[T]:
+    """`[--config FILE] key=value ...` -> a `schema` instance, or None after printing the error (an
+    entry point then exits with 2)."""
+    import sys
+
+    try:
+        return load_config(schema, *split_config_argument(argv))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return None
+
+
 def to_yaml(config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
