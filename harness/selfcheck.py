@@ -119,6 +119,10 @@ LAYOUTS = {
     "pp2": ParallelConfig(pipeline_model_parallel_size=2),
     "tp2_sp": ParallelConfig(tensor_model_parallel_size=2, sequence_parallel=True),
     "pp2_vpp2": ParallelConfig(pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2),
+    "tp2_full_recompute": ParallelConfig(tensor_model_parallel_size=2, recompute_granularity="full"),
+    "tp2_sp_selective_recompute": ParallelConfig(tensor_model_parallel_size=2, sequence_parallel=True,
+                                                 recompute_granularity="selective"),
+    "tp2_plain_optimizer": ParallelConfig(tensor_model_parallel_size=2, use_distributed_optimizer=False),
 }
 
 
@@ -170,7 +174,7 @@ def main(argv=None) -> int:
             failed += [] if ok else [f"{arch}/{name}"]
             if rank0:
                 print(
-                    f"{arch:6s} {name:9s} loss_diff={loss_diff:.2e} grad_diff={grad_diff:.2e} {'ok' if ok else 'MISMATCH'}",
+                    f"{arch:6s} {name:26s} loss_diff={loss_diff:.2e} grad_diff={grad_diff:.2e} {'ok' if ok else 'MISMATCH'}",
                     flush=True,
                 )
     torch.distributed.destroy_process_group()

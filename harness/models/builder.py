@@ -37,6 +37,7 @@ def transformer_config(spec: ModelSpec, parallel: ParallelConfig, params_dtype: 
         virtual_pipeline_model_parallel_size=parallel.virtual_pipeline_model_parallel_size,
         sequence_parallel=parallel.sequence_parallel,
         context_parallel_size=parallel.context_parallel_size,
+        **parallel.recompute_options(),
         params_dtype=params_dtype,
         pipeline_dtype=params_dtype,
         bf16=params_dtype == torch.bfloat16,
@@ -59,7 +60,7 @@ def build_model(spec: ModelSpec, parallel: ParallelConfig, *, params_dtype: torc
     """The GPTModel chunks this rank holds (one per virtual pipeline stage).
 
     Megatron's model-parallel state must already be initialised with the same `parallel` layout.
-    `config_overrides` go to TransformerConfig (e.g. recompute_granularity="full").
+    `config_overrides` go to TransformerConfig (e.g. calculate_per_token_loss=True).
     """
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel

@@ -26,7 +26,6 @@ class OptimConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
-    use_distributed_optimizer: bool = True
 
 
 # A loss function gets the model output for one micro-batch and that micro-batch, and returns
@@ -88,7 +87,7 @@ class MegatronEngine:
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True,
             overlap_grad_reduce=False,
-            use_distributed_optimizer=self.optim_config.use_distributed_optimizer,
+            use_distributed_optimizer=parallel.use_distributed_optimizer,
         )
         self.chunks: List = [
             DistributedDataParallel(
@@ -108,7 +107,7 @@ class MegatronEngine:
                 adam_beta2=o.adam_beta2,
                 adam_eps=o.adam_eps,
                 clip_grad=o.clip_grad,
-                use_distributed_optimizer=o.use_distributed_optimizer,
+                use_distributed_optimizer=parallel.use_distributed_optimizer,
                 params_dtype=params_dtype,
                 bf16=params_dtype == torch.bfloat16,
                 fp16=params_dtype == torch.float16,
@@ -137,6 +136,10 @@ class MegatronEngine:
         if not forward_only:
             for chunk in self.chunks:
                 chunk.zero_grad_buffer()
+            # The plain (non-distributed) optimizer aliases param.grad to main_grad; a stale alias
+            # would make backward accumulate into the fresh buffer twice.
+            if self.optimizer is not None:
+                self.optimizer.zero_grad()
         micro_batch_size, seq_length = microbatches[0]["tokens"].shape
         iterators = [iter(microbatches) for _ in self.chunks]
         finalize = self.config.finalize_model_grads_func

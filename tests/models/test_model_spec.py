@@ -74,11 +74,21 @@ def test_layout_that_does_not_fit_fails_before_any_allocation(parallel, message)
         (dict(tensor_model_parallel_size=0), "tensor_model_parallel_size=0: must be a positive integer"),
         (dict(sequence_parallel=True), "sequence_parallel=true needs tensor_model_parallel_size > 1"),
         (dict(virtual_pipeline_model_parallel_size=2), "needs pipeline_model_parallel_size > 1"),
+        (dict(recompute_granularity="layers"), "recompute_granularity='layers': must be null, selective or full"),
+        (dict(recompute_granularity="selective", recompute_num_layers=2), "apply only to recompute_granularity=full"),
+        (dict(recompute_granularity="full", recompute_method="every"), "recompute_method='every': must be uniform or block"),
     ],
 )
 def test_parallel_config_errors_name_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ParallelConfig(**kwargs)
+
+
+def test_full_recompute_defaults_to_uniform_single_layers():
+    parallel = ParallelConfig(recompute_granularity="full")
+    assert (parallel.recompute_method, parallel.recompute_num_layers) == ("uniform", 1)
+    assert ParallelConfig().recompute_options() == {"recompute_granularity": None, "recompute_method": None,
+                                                   "recompute_num_layers": None}
 
 
 def test_llama3_frequencies_match_transformers():
