@@ -11,11 +11,14 @@ import sys
 
 from harness.config.loader import config_from_command_line
 from harness.config.rl import RLConfig
+from harness.trainer.memory_check import memory_check
 
 
 def main(argv=None) -> int:
     config = config_from_command_line(RLConfig, sys.argv[1:] if argv is None else argv)
     if config is None:
+        return 2
+    if not memory_check(config):  # the planner's explanation is printed
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("harness").setLevel(logging.INFO)

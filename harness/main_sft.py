@@ -9,11 +9,14 @@ import sys
 
 from harness.config.loader import config_from_command_line
 from harness.config.sft import SFTConfig
+from harness.trainer.memory_check import memory_check
 
 
 def main(argv=None) -> int:
     config = config_from_command_line(SFTConfig, sys.argv[1:] if argv is None else argv)
     if config is None:
+        return 2
+    if not memory_check(config):  # the planner's explanation is printed
         return 2
     from harness.data import DataError
     from harness.trainer.sft import run_sft

@@ -211,7 +211,7 @@ class RLTrainerConfig:
     n_gpus_per_node: int = 2  # ranks per node for the training workers (CPU processes without GPUs)
     device: str = "auto"  # auto | cuda | cpu
     placement: str = "colocate"  # colocate: rollout shares the training devices | split: its own
-    rollout_gpus_per_node: int = 1  # split mode: devices per node given to the rollout engine
+    rollout_gpus_per_node: int = 1  # split mode: devices of the rollout engine's own node
     total_epochs: int = 1
     total_training_steps: Optional[int] = None
     save_freq: int = -1
@@ -224,6 +224,7 @@ class RLTrainerConfig:
     max_nan_steps: int = 3  # steps with a non-finite loss are skipped; this many in a row stop the run
     max_rollout_restarts: int = 2  # per generation call, after a rollout server died
     worker_timeout_s: float = 1800.0  # bound on one worker call (a training phase)
+    skip_memory_check: bool = False  # start even when the planner says the config cannot fit the GPUs
 
     def __post_init__(self):
         check_loggers(self.logger)

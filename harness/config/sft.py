@@ -78,6 +78,7 @@ class SFTTrainerConfig:
     resume_mode: str = "auto"  # auto | disable | a checkpoint directory
     seed: int = 1
     export_hf: bool = True  # export the best checkpoint (by validation loss) to HF at the end
+    skip_memory_check: bool = False  # start even when the planner says the config cannot fit the GPUs
 
     def __post_init__(self):
         check_loggers(self.logger)

@@ -79,7 +79,8 @@ class RLCluster:
         rollout_config = dataclasses.replace(config.actor_rollout_ref.rollout)
         options = {"num_cpus": 0, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}}
         if trainer.placement == "split":
-            self.rollout_pool = ResourcePool("rollout", trainer.nnodes, trainer.rollout_gpus_per_node, use_gpu)
+            # One bundle with all the rollout GPUs: the rollout worker launches every server on its node.
+            self.rollout_pool = ResourcePool("rollout", 1, 1, use_gpu, gpus_per_bundle=trainer.rollout_gpus_per_node)
             options.update(num_cpus=1, num_gpus=trainer.rollout_gpus_per_node if use_gpu else 0,
                            scheduling_strategy=self.rollout_pool.strategy(0))
         handle = ray.remote(RolloutWorker).options(max_concurrency=4, **options).remote(rollout_config)

@@ -26,10 +26,11 @@ class WorkerError(RuntimeError):
 
 
 class ResourcePool:
-    def __init__(self, name: str, nnodes: int, ranks_per_node: int, use_gpu: bool, timeout_s: float = 120.0):
+    def __init__(self, name: str, nnodes: int, ranks_per_node: int, use_gpu: bool, timeout_s: float = 120.0,
+                 gpus_per_bundle: int = 1):
         self.name, self.use_gpu = name, use_gpu
         self.size = nnodes * ranks_per_node
-        bundle = {"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1}
+        bundle = {"CPU": 1, "GPU": gpus_per_bundle} if use_gpu else {"CPU": 1}
         # PACK keeps a node's ranks together (tensor parallel stays within a node) while allowing
         # several nodes; STRICT_PACK would refuse more than one node.
         self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK", name=f"harness-{name}")
