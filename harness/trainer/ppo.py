@@ -39,8 +39,10 @@ def run_ppo(config: RLConfig) -> dict:
                 if run.cluster.critic is not None:
                     with timer("update_critic"):
                         critic_metrics = run.update_critic(batch, step)
-                with timer("update_actor"):
-                    actor_metrics = run.update_actor(batch, step)
+                actor_metrics = {}
+                if step > config.trainer.critic_warmup:  # the first critic_warmup steps train the critic only
+                    with timer("update_actor"):
+                        actor_metrics = run.update_actor(batch, step)
                 with timer("update_weights"):
                     run.cluster.sync_weights(step)
             metrics = {**sampling_metrics, **algorithm_metrics, **critic_metrics, **actor_metrics,

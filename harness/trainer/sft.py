@@ -19,15 +19,15 @@ def run_sft(config: SFTConfig) -> dict:
     from harness.parallel import init_distributed, initialize_model_parallel
     from harness.workers.megatron_engine import MegatronEngine, token_sum_lm_loss
 
-    init_distributed()
-    rank0 = torch.distributed.get_rank() == 0
     model_dir = config.model.partial_pretrain
     spec, tokenizer = support.load_model_spec_and_tokenizer(model_dir)
     spec.validate_parallel(config.megatron)
-    # Bad data stops the run here, before any model exists.
+    # Bad data stops the run here, before any process group or model exists.
     train_set = support.load_examples(config.data, config.data.train_files, tokenizer)
     val_set = support.load_examples(config.data, config.data.val_files, tokenizer) if config.data.val_files else None
 
+    init_distributed()
+    rank0 = torch.distributed.get_rank() == 0
     initialize_model_parallel(config.megatron, seed=config.trainer.seed)
     plan = support.StepPlan(
         len(train_set), config.data.train_batch_size, config.trainer, config.trainer.seed, config.data.shuffle
