@@ -109,6 +109,7 @@ def slurm_executor(args, nodes: int, tasks_per_node: int, gpus_per_node: Optiona
 
     return run.SlurmExecutor(
         account=args.account, partition=args.partition, time=args.time, nodes=nodes, ntasks_per_node=tasks_per_node,
+        job_name_prefix="harness-",  # NeMo-Run 0.11.1 otherwise derives it from the account (which may be unset)
         gpus_per_node=gpus_per_node, container_image=args.image, tunnel=submit_through,
         # The job runs the checkout it was submitted from (its committed HEAD), unpacked on the cluster.
         packager=run.GitArchivePackager(), env_vars={"PYTHONUNBUFFERED": "1"}, **extra)
