@@ -36,15 +36,26 @@ def _submitter_command(spec: dict, dashboard: str, job_id: str) -> str:
             f"fi ; ray job logs --address {dashboard} --follow {job_id}")
 
 
-def _dashboard_healthy(dashboard: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{dashboard}/api/gcs_healthz", timeout=5) as reply:
-            return b"success" in reply.read()
-    except OSError:
-        return False
+def _healthy(*urls: str) -> bool:
+    """KubeRay's readiness probes, as HTTP GETs: each answer must say `success`."""
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                if b"success" not in reply.read():
+                    return False
+        except OSError:
+            return False
+    return True
 
 
-@pytest.mark.timeout(420)
+def _probes(ip: str, ports: dict, head: bool) -> list:
+    """What KubeRay v1.7 probes (pod.go, initLivenessAndReadinessProbe): the raylet through the dashboard
+    agent on every pod, and the GCS through the dashboard on the head."""
+    urls = [f"http://{ip}:{ports['RAY_DASHBOARD_AGENT_PORT']}/api/local_raylet_healthz"]
+    return urls + ([f"http://{ip}:{ports['RAY_DASHBOARD_PORT']}/api/gcs_healthz"] if head else [])
+
+
+@pytest.mark.timeout(600)
 def test_rayjob_commands_run_a_grpo_step_on_two_local_nodes(tiny_assets, tmp_path):
     run_dir = tmp_path / "shared" / "run"
     manifest = tmp_path / "grpo.rayjob.yaml"
@@ -67,9 +78,12 @@ def test_rayjob_commands_run_a_grpo_step_on_two_local_nodes(tiny_assets, tmp_pat
     pods = []
     try:
         pods.append(LocalPod("head", head, {"POD_IP": HEAD_IP, **head_ports}, tmp_path))
-        wait_for(lambda: _dashboard_healthy(dashboard), 120, "the head's dashboard (KubeRay's head probe)", pods)
+        # Worker pods start once the GCS answers (KubeRay's injected init container waits for it) ...
+        wait_for(lambda: _healthy(*_probes(HEAD_IP, head_ports, head=True)), 240, "the head's readiness", pods)
         pods.append(LocalPod("worker", worker, {"POD_IP": WORKER_IP, "FQ_RAY_IP": HEAD_IP, **worker_ports,
                                                 "RAY_PORT": head_ports["RAY_PORT"]}, tmp_path))
+        # ... and the submitter once the cluster is ready: every pod's readiness probe passes.
+        wait_for(lambda: _healthy(*_probes(WORKER_IP, worker_ports, head=False)), 240, "the worker's readiness", pods)
         job_id = f"rayjob-{uuid.uuid4().hex[:8]}"
         submitter = subprocess.run(
             ["/bin/bash", "-ce", "--", _submitter_command(rayjob["spec"], dashboard, job_id)], cwd=ROOT,
@@ -80,7 +94,8 @@ def test_rayjob_commands_run_a_grpo_step_on_two_local_nodes(tiny_assets, tmp_pat
 
         client = JobSubmissionClient(dashboard)
         status = client.get_job_status(job_id)
-        assert status.value == "SUCCEEDED", f"{status}\n{submitter.stdout[-4000:]}\n{submitter.stderr[-2000:]}"
+        assert status.value == "SUCCEEDED", (f"{status}\n{submitter.stdout[-4000:]}\n{submitter.stderr[-2000:]}\n"
+                                             + "\n".join(f"--- {p.name}:\n{p.tail()}" for p in pods))
         assert "ppo finished" in client.get_job_logs(job_id)
 
         nodes = {node.node_id: node.node_ip for node in list_nodes(address=dashboard)}
