@@ -15,6 +15,7 @@
   training node (see layout.Deployment.worker_replicas): the body is completed with the head's GPUs
   before it is created; `--dryrun` prints it. Status and logs: NeMo-Run's KubeRayJob (`kubectl`).
 """
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,14 +47,8 @@ def build(args) -> int:
                               srun_args=["--nodes=1", "--ntasks=1", "--overlap"])
     import nemo_run as run
 
-    task = run.Script(path=RAY_ON_SLURM, entrypoint="bash", args=["--", *shell_words(deployment.entrypoint)])
+    task = run.Script(path=RAY_ON_SLURM, entrypoint="bash", args=["--", *shlex.split(deployment.entrypoint)])
     return run_experiment(args, task, executor, "grpo")
-
-
-def shell_words(command: str):
-    import shlex
-
-    return shlex.split(command)
 
 
 def kuberay_executor(deployment):

@@ -3,6 +3,8 @@
 RayJob's entrypoint to it, and the entrypoint finishes a GRPO step with its ranks on both nodes.
 What stands in for the cluster is listed in tests/launchers/local_pods.py."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -75,7 +77,7 @@ def test_rayjob_commands_run_a_grpo_step_on_two_local_nodes(tiny_assets, tmp_pat
 
     head_ports, worker_ports = _ports(free_port_block(60)), _ports(free_port_block(60))
     dashboard = f"http://{HEAD_IP}:{head_ports['RAY_DASHBOARD_PORT']}"
-    pods = []
+    pods, submitter = [], None
     try:
         pods.append(LocalPod("head", head, {"POD_IP": HEAD_IP, **head_ports}, tmp_path))
         # Worker pods start once the GCS answers (KubeRay's injected init container waits for it) ...
@@ -85,24 +87,41 @@ def test_rayjob_commands_run_a_grpo_step_on_two_local_nodes(tiny_assets, tmp_pat
         # ... and the submitter once the cluster is ready: every pod's readiness probe passes.
         wait_for(lambda: _healthy(*_probes(WORKER_IP, worker_ports, head=False)), 240, "the worker's readiness", pods)
         job_id = f"rayjob-{uuid.uuid4().hex[:8]}"
-        submitter = subprocess.run(
-            ["/bin/bash", "-ce", "--", _submitter_command(rayjob["spec"], dashboard, job_id)], cwd=ROOT,
-            env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)},
-            capture_output=True, text=True, timeout=330)
+        submitter_log = tmp_path / "submitter.log"
+        with open(submitter_log, "w") as out:
+            submitter = subprocess.Popen(
+                ["/bin/bash", "-ce", "--", _submitter_command(rayjob["spec"], dashboard, job_id)], cwd=ROOT,
+                env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)},
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         from ray.job_submission import JobSubmissionClient
         from ray.util.state import list_actors, list_nodes
 
+        # Where the training ranks run, seen while they are alive (once the job ends they may be gone
+        # from the state API).
+        def rank_nodes():
+            alive = list_actors(address=dashboard, filters=[("class_name", "=", "PolicyWorker"), ("state", "=", "ALIVE")],
+                                detail=True, raise_on_missing_output=False)
+            if len(alive) == 2:
+                return [a.node_id for a in alive]
+            if submitter.poll() is not None:
+                raise AssertionError(f"the job ended before two ranks ran:\n{submitter_log.read_text()[-4000:]}")
+            return None
+
+        ranks_on = wait_for(rank_nodes, 300, "two live training ranks", pods)
+        submitter.wait(timeout=330)
+        output = submitter_log.read_text()
         client = JobSubmissionClient(dashboard)
         status = client.get_job_status(job_id)
-        assert status.value == "SUCCEEDED", (f"{status}\n{submitter.stdout[-4000:]}\n{submitter.stderr[-2000:]}\n"
+        assert status.value == "SUCCEEDED", (f"{status}\n{output[-4000:]}\n"
                                              + "\n".join(f"--- {p.name}:\n{p.tail()}" for p in pods))
         assert "ppo finished" in client.get_job_logs(job_id)
-
         nodes = {node.node_id: node.node_ip for node in list_nodes(address=dashboard)}
         assert sorted(nodes.values()) == [HEAD_IP, WORKER_IP]
-        actors = list_actors(address=dashboard, filters=[("class_name", "=", "PolicyWorker")], detail=True)
-        assert sorted(nodes[a.node_id] for a in actors) == [HEAD_IP, WORKER_IP], "the two ranks share a node"
+        assert sorted(nodes[node] for node in ranks_on) == [HEAD_IP, WORKER_IP], "the two ranks share a node"
     finally:
+        if submitter is not None and submitter.poll() is None:
+            os.killpg(submitter.pid, signal.SIGKILL)  # its own session: the group id is its pid
+            submitter.wait(timeout=10)
         for pod in reversed(pods):
             pod.stop(grace_s=5)
 
