@@ -22,10 +22,10 @@ setup(
             "transformers>=4.51",
             "tokenizers>=0.21",
             "safetensors>=0.4",
-            "ray>=2.40",  # RL workers (python -m harness.main_ppo)
+            "ray>=2.49",  # RL workers (python -m harness.main_ppo); node labels place multi-node pools
             "matplotlib>=3.8",  # report plots
         ],
-        "launch": ["ray[default]>=2.40"],
+        "launch": ["ray[default]>=2.49"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
     },
 )
