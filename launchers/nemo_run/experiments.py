@@ -58,6 +58,15 @@ def parser(entry: str, executors: Sequence[str]) -> argparse.ArgumentParser:
     slurm.add_argument("--job-dir", default=env("HARNESS_JOB_DIR"),
                        help="experiments folder on the cluster's shared filesystem [$HARNESS_JOB_DIR; required "
                             "with --tunnel-host; $NEMORUN_HOME/experiments on the login node]")
+    slurm.add_argument("--retries", type=int, default=env("HARNESS_SLURM_RETRIES", "0"),
+                       help="requeues after a failed run, at most (NeMo-Run requeues on any non-zero exit; a "
+                            "preempted run exits 75 with its checkpoint and the next run resumes) "
+                            "[$HARNESS_SLURM_RETRIES; 0]")
+    if entry == "grpo":
+        slurm.add_argument("--preempt-signal", default=env("HARNESS_SLURM_SIGNAL", "USR1@900"),
+                           help="Slurm's warning before the time limit, sent to the job's steps (sbatch "
+                                "--signal): the driver checkpoints and exits 75; 'none': no warning "
+                                "[$HARNESS_SLURM_SIGNAL; USR1@900, as launchers/grpo_32b.sbatch]")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value (verl style)")
     return p
 
@@ -71,6 +80,8 @@ def parse(entry: str, executors: Sequence[str], argv: Optional[List[str]]) -> ar
         raise LaunchError("--config is required (or $HARNESS_CONFIG)")
     if not Path(args.config).is_file():
         raise LaunchError(f"--config {args.config}: file not found")
+    if args.retries < 0:
+        raise LaunchError(f"--retries {args.retries} ($HARNESS_SLURM_RETRIES): must be 0 or more")
     args.experiment = args.experiment or f"harness-{entry}"
     return args
 
@@ -112,7 +123,7 @@ def slurm_executor(args, nodes: int, tasks_per_node: int, gpus_per_node: Optiona
         job_name_prefix="harness-",  # NeMo-Run 0.11.1 otherwise derives it from the account (which may be unset)
         gpus_per_node=gpus_per_node, container_image=args.image, tunnel=submit_through,
         # The job runs the checkout it was submitted from (its committed HEAD), unpacked on the cluster.
-        packager=run.GitArchivePackager(), env_vars={"PYTHONUNBUFFERED": "1"}, **extra)
+        packager=run.GitArchivePackager(), env_vars={"PYTHONUNBUFFERED": "1"}, retries=args.retries, **extra)
 
 
 def entry_config(args) -> str:
@@ -126,13 +137,20 @@ def entry_config(args) -> str:
 def run_experiment(args, task, executor, task_name: str) -> int:
     """Runs `task` as one experiment; waits (unless --detach) and exits 0 only if it SUCCEEDED."""
     import nemo_run as run
+    from invoke.exceptions import UnexpectedExit  # what NeMo-Run's tunnels raise for a failed command
 
     with run.Experiment(args.experiment) as experiment:
         experiment.add(task, executor=executor, name=task_name)
         if args.dryrun:
             experiment.dryrun(delete_exp_dir=True)
             return 0
-        experiment.run(sequential=True, detach=args.detach, tail_logs=False)
+        try:
+            experiment.run(sequential=True, detach=args.detach, tail_logs=False)
+        except UnexpectedExit as refused:  # sbatch (or the tunnel's command) refused: its own error lines
+            result = refused.result
+            said = [line.strip() for line in f"{result.stderr}\n{result.stdout}".splitlines() if line.strip()]
+            raise LaunchError(f"{result.command.split()[0]} exited {result.exited}: "
+                              f"{'; '.join(said) or 'no output'}") from None
         experiment_id = experiment._id
     if args.detach:
         print(f"submitted: experiment {experiment_id}")

@@ -9,7 +9,9 @@
 - local: main_ppo starts a private Ray cluster on this machine.
 - slurm: one task on the allocation's first node runs launchers/slurm/ray_cluster.sh, which starts
   Ray on every node of the allocation and then main_ppo on the head (the same bring-up as
-  launchers/grpo_32b.sbatch; NeMo-Run's own Ray template needs pyxis and --mpi=pmix).
+  launchers/grpo_32b.sbatch; NeMo-Run's own Ray template needs pyxis and --mpi=pmix). Whole nodes;
+  the time-limit warning (--preempt-signal, USR1@900) goes to the job's steps: main_ppo checkpoints
+  and exits 75, and with --retries NeMo-Run requeues the job, which resumes.
 - kuberay: a RayJob from NeMo-Run's KubeRayExecutor, built from launchers/k8s/layout.py's numbers (the
   rendered manifests' numbers). NeMo-Run 0.11.1 gives the head no GPUs, while the harness's head is a
   training node (see layout.Deployment.worker_replicas): the body is completed with the head's GPUs
@@ -41,10 +43,16 @@ def build(args) -> int:
     deployment = plan_from_arguments(args, args.overrides)  # the layout checked against the allocation
     if not (ROOT / RAY_ON_SLURM).is_file():
         raise LaunchError(f"{RAY_ON_SLURM}: not in this checkout (the Ray-on-Slurm bring-up the task runs)")
+    signal = None if args.preempt_signal.lower() == "none" else args.preempt_signal
+    if signal and signal.upper().startswith("B:"):
+        raise LaunchError(f"--preempt-signal {signal} ($HARNESS_SLURM_SIGNAL): NeMo-Run's batch shell does not "
+                          "forward signals; drop 'B:' (the job's steps get it)")
     executor = slurm_executor(args, nodes=deployment.nodes, tasks_per_node=1, gpus_per_node=deployment.pod.gpus or None,
                               # NeMo-Run wraps every task in srun: one task on the first node runs the script,
                               # which starts Ray on every node of the allocation itself.
-                              srun_args=["--nodes=1", "--ntasks=1", "--overlap"])
+                              srun_args=["--nodes=1", "--ntasks=1", "--overlap"],
+                              # As launchers/grpo_32b.sbatch: whole nodes, so Ray gets every CPU of each.
+                              exclusive=True, mem="0", signal=signal)
     import nemo_run as run
 
     task = run.Script(path=RAY_ON_SLURM, entrypoint="bash", args=["--", *shlex.split(deployment.entrypoint)])

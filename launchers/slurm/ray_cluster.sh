@@ -3,7 +3,9 @@
 #
 #   bash launchers/slurm/ray_cluster.sh [--] COMMAND [ARGS...]
 #
-# Call it from the batch script (the allocation's first node; not from inside an srun step). It
+# Call it from the batch script (on the allocation's first node), or as the one task of a one-node job
+# step (`srun --nodes=1 --ntasks=1 --overlap bash ray_cluster.sh ...`: NeMo-Run wraps every task in
+# srun). It
 #   1. starts the Ray head on this node and one Ray worker on every other node (srun --overlap, one
 #      task per node, with the CPUs Slurm gave the job there: cgroup limits and Ray agree);
 #   2. waits, with bounds, for the head (RAY_HEAD_TIMEOUT_S) and for every node (RAY_NODES_TIMEOUT_S);
@@ -12,7 +14,10 @@
 #      Ray nodes. SIGUSR1 (preemption, `--signal=B:USR1@N`) is forwarded to COMMAND's process (a
 #      wrapper script must exec the program), which starts with SIGUSR1 ignored until the program
 #      installs its handler (the harness does, first thing); it is re-sent every PREEMPT_RESEND_S
-#      seconds until COMMAND ends, so one that came too early is not lost;
+#      seconds until COMMAND ends, so one that came too early is not lost. Inside a job step the signal
+#      comes from the step (`--signal=USR1@N` without B:, `scancel --signal=USR1 JOB`), which Slurm
+#      sends to every process of every step: the Ray nodes and this script's helpers (started with
+#      SIGUSR1 ignored) survive it;
 #   4. stops Ray by pid and exits with COMMAND's exit code (64: bad settings; 69: Ray did not come
 #      up, or a Ray node died while COMMAND ran).
 #
@@ -52,6 +57,11 @@ source "$here/lib.sh"
 [ $# -gt 0 ] || die "$EX_USAGE" "usage: ray_cluster.sh [--] COMMAND [ARGS...]"
 [ -n "${SLURM_JOB_ID:-}" ] && [ -n "${SLURMD_NODENAME:-}" ] ||
   die "$EX_USAGE" "not inside a Slurm allocation (SLURM_JOB_ID unset): call it from a batch script"
+# In a job step every task would start a Ray cluster of its own over the whole allocation.
+if [ -n "${SLURM_STEP_ID:-}" ] && [ "${SLURM_STEP_NUM_TASKS:-1}" -gt 1 ]; then
+  die "$EX_USAGE" "started as $SLURM_STEP_NUM_TASKS tasks of step $SLURM_JOB_ID.$SLURM_STEP_ID: run it as one task" \
+      "(srun --nodes=1 --ntasks=1 --overlap ...); it starts Ray on every node of the allocation itself"
+fi
 
 export RAY_PORT=${RAY_PORT:-6379} RAY_CLIENT_SERVER_PORT=${RAY_CLIENT_SERVER_PORT:-10001}
 export RAY_NODE_MANAGER_PORT=${RAY_NODE_MANAGER_PORT:-6800} RAY_OBJECT_MANAGER_PORT=${RAY_OBJECT_MANAGER_PORT:-6801}
@@ -100,7 +110,7 @@ dead_step() {  # dead_step PID STATUS WHEN: a Ray step ended; its node's last er
 # 1. Every node's address, found on the node itself (RAY_NODE_INTERFACE, NodeAddr).
 declare -A node_ip node_cpus
 for i in "${!nodes[@]}"; do node_cpus[${nodes[$i]}]=${RAY_NUM_CPUS:-${cpus[$i]}}; done
-addresses=$(timeout "$head_timeout" srun --overlap --nodes="${#nodes[@]}" --ntasks="${#nodes[@]}" --ntasks-per-node=1 \
+addresses=$(trap '' USR1; exec timeout "$head_timeout" srun --overlap --nodes="${#nodes[@]}" --ntasks="${#nodes[@]}" --ntasks-per-node=1 \
             --kill-on-bad-exit=1 bash "$here/ray_node.sh" address) || fail "$EX_UNAVAILABLE" "could not read the nodes' addresses"
 while read -r name ip; do node_ip[$name]=$ip; done <<<"$addresses"
 for name in "${nodes[@]}"; do [ -n "${node_ip[$name]:-}" ] || fail "$EX_UNAVAILABLE" "no address from $name"; done
@@ -121,8 +131,8 @@ start_node() {  # start_node ROLE NODE INDEX [HEAD_IP]
 wait_for_ray() {  # wait_for_ray TIMEOUT_S SETTING NODE=IP...: the probe, watching every Ray step
   local probe_log probe_error
   probe_log=$(mktemp)
-  "${exec_container[@]}" timeout "$(($1 + 60))" "${PYTHON:-python3}" "$here/probe.py" ray-nodes "$RAY_ADDRESS" "$@" \
-    2>"$probe_log" &
+  (trap '' USR1; exec "${exec_container[@]}" timeout "$(($1 + 60))" "${PYTHON:-python3}" "$here/probe.py" ray-nodes \
+    "$RAY_ADDRESS" "$@") 2>"$probe_log" &
   local waiter=$!
   wait_first "$waiter" "${ray_steps[@]}"
   probe_error=$(tail -n 1 "$probe_log")

@@ -10,6 +10,10 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LAUNCHER="ray_node.sh on ${SLURMD_NODENAME:-?}"
 source "$here/lib.sh"
+# Slurm signals every process of a job step (`--signal=USR1@N` without B:, `scancel --signal=USR1`):
+# ignored here and, inherited, by `ray start`, the raylet, GCS and Ray's workers, so that a preemption
+# warning meant for the driver does not kill the Ray cluster under it.
+trap '' USR1
 
 # This node's GPUs: RAY_NUM_GPUS, else what Slurm gave the step (SLURM_GPUS_ON_NODE, CUDA_VISIBLE_DEVICES).
 node_gpus() {
