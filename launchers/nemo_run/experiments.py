@@ -62,6 +62,9 @@ def parser(entry: str, executors: Sequence[str]) -> argparse.ArgumentParser:
                        help="requeues after a failed run, at most (NeMo-Run requeues on any non-zero exit; a "
                             "preempted run exits 75 with its checkpoint and the next run resumes) "
                             "[$HARNESS_SLURM_RETRIES; 0]")
+    if entry == "sft":
+        slurm.add_argument("--rdzv-port", type=int, default=env("HARNESS_RDZV_PORT", "29500"),
+                           help="torchrun's rendezvous port on the first node [$HARNESS_RDZV_PORT; 29500]")
     if entry == "grpo":
         slurm.add_argument("--preempt-signal", default=env("HARNESS_SLURM_SIGNAL", "USR1@900"),
                            help="Slurm's warning before the time limit, sent to the job's steps (sbatch "

@@ -20,22 +20,20 @@ EXECUTORS = ("local", "slurm")
 
 
 def build(args) -> int:
+    import nemo_run as run
+
     ranks = args.gpus_per_node or (1 if args.device == "cpu" else 8)
     entry = ["-m", "harness.main_sft", "--config", entry_config(args), *args.overrides]
     if args.executor == "local":
         executor = local_executor(args)
-    else:
-        # One torchrun per node; NeMo-Run's torchrun launcher has srun start them, node 0 the rendezvous.
-        executor = slurm_executor(args, nodes=args.nodes or 1, tasks_per_node=1,
-                                  gpus_per_node=ranks if args.device == "cuda" else None, launcher="torchrun",
-                                  torchrun_nproc_per_node=ranks)
-    import nemo_run as run
-
-    if args.executor == "local":
         # torchrun in the task itself: NeMo-Run 0.11.1's local torchrun launcher hands shell-quoted
         # arguments to a process without a shell (`trainer.logger=[console]` arrives with its quotes).
         task = run.Script(inline=f"exec torchrun --standalone --nproc-per-node {ranks} {command_line(entry)}")
     else:
+        # One torchrun per node; NeMo-Run's torchrun launcher has srun start them, node 0 the rendezvous.
+        executor = slurm_executor(args, nodes=args.nodes or 1, tasks_per_node=1,
+                                  gpus_per_node=ranks if args.device == "cuda" else None,
+                                  launcher=run.Torchrun(rdzv_port=args.rdzv_port), torchrun_nproc_per_node=ranks)
         task = run.Script(path="harness.main_sft", m=True, entrypoint="python", args=entry[2:])
     return run_experiment(args, task, executor, "sft")
 

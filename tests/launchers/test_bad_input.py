@@ -66,8 +66,11 @@ def test_render_names_a_missing_config_file(tmp_path):
     ("grpo", ["--executor", "local", "--nodes", "2"], {}, "--nodes 2: the local executor runs on this machine only"),
     ("grpo", ["--executor", "slurm", "--config", "configs/grpo_qwen2.5_32b.yaml", "--gpus-per-node", "4"], {},
      "tensor_model_parallel_size=8 does not divide the 4 ranks per node (--gpus-per-node)"),
+    ("grpo", ["--executor", "slurm", "--preempt-signal", "B:USR1@900"], {},
+     "--preempt-signal B:USR1@900 ($HARNESS_SLURM_SIGNAL): NeMo-Run's batch shell does not forward signals"),
+    ("sft", ["--executor", "slurm", "--retries", "-1"], {}, "--retries -1 ($HARNESS_SLURM_RETRIES): must be 0 or more"),
 ], ids=["unknown-executor", "sft-has-no-kuberay", "unknown-from-env", "no-tunnel-host", "ssh-without-job-dir",
-        "local-multinode", "slurm-layout"])
+        "local-multinode", "slurm-layout", "batch-shell-signal", "negative-retries"])
 def test_nemo_run_scripts_refuse_settings_they_cannot_use(script, arguments, env, expected, tmp_path):
     config = "configs/sft_tiny_cpu.yaml" if script == "sft" else "configs/grpo_tiny_cpu.yaml"
     command = [f"launchers/nemo_run/{script}.py", "--config", config, *arguments, "data.train_files=t",

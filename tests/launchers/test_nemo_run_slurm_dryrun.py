@@ -30,11 +30,11 @@ def _dryrun(tmp_path, script, *arguments):
 
 def test_sft_batch_script_runs_one_torchrun_per_node(tmp_path):
     script = _dryrun(tmp_path, "sft", "--config", "configs/sft_tiny_cpu.yaml", "--nodes", "2", "--gpus-per-node", "2",
-                     "--device", "cpu", "data.train_files=/data/t.parquet", "model.partial_pretrain=/models/m",
-                     "trainer.logger=[console]")
+                     "--device", "cpu", "--rdzv-port", "29611", "data.train_files=/data/t.parquet",
+                     "model.partial_pretrain=/models/m", "trainer.logger=[console]")
     assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
     assert "#SBATCH --partition=debug" in script
-    assert "torchrun --rdzv-backend c10d --rdzv-endpoint $head_node_ip:29500" in script
+    assert "torchrun --rdzv-backend c10d --rdzv-endpoint $head_node_ip:29611" in script
     assert "--nnodes 2 --nproc-per-node 2 --node-rank $SLURM_NODEID" in script
     assert "-m harness.main_sft --config configs/sft_tiny_cpu.yaml data.train_files=/data/t.parquet" in script
     assert "'trainer.logger=[console]'" in script  # quoted for the batch shell
@@ -44,7 +44,12 @@ def test_sft_batch_script_runs_one_torchrun_per_node(tmp_path):
                                                        "this checkout yet")
 def test_grpo_batch_script_runs_main_ppo_through_the_ray_on_slurm_script(tmp_path):
     script = _dryrun(tmp_path, "grpo", "--config", "configs/grpo_tiny_cpu.yaml", "--nodes", "2", "--gpus-per-node",
-                     "1", "--device", "cpu", "data.train_files=/data/t.parquet", "actor_rollout_ref.model.path=/m")
+                     "1", "--device", "cpu", "--retries", "3", "data.train_files=/data/t.parquet",
+                     "actor_rollout_ref.model.path=/m")
     assert "#SBATCH --nodes=2" in script
+    # As launchers/grpo_32b.sbatch: whole nodes, the time-limit warning 15 minutes ahead (to the steps:
+    # NeMo-Run's batch shell would die of it), requeued after a failure (NeMo-Run's policy) up to --retries.
+    assert "#SBATCH --exclusive" in script and "#SBATCH --mem=0" in script
+    assert "#SBATCH --signal=USR1@900" in script and "export TORCHX_MAX_RETRIES=3" in script
     assert "--nodes=1 --ntasks=1 --overlap bash launchers/slurm/ray_cluster.sh -- python -m harness.main_ppo" in script
     assert "trainer.nnodes=2 trainer.n_gpus_per_node=1 trainer.device=cpu ray_init.address=auto" in script
