@@ -119,6 +119,14 @@ def tunnel(args):
 
 def slurm_executor(args, nodes: int, tasks_per_node: int, gpus_per_node: Optional[int], **extra):
     submit_through = tunnel(args)
+    if not args.image:
+        # NeMo-Run 0.11.1 replaces every "/nemo_run" (its in-container job folder) in a batch script without
+        # a container by the job's folder: such a path would point elsewhere.
+        named = [("the experiments folder (--job-dir, $NEMORUN_HOME)", submit_through.job_dir), ("--config", args.config)]
+        for name, value in named + [("the override", override) for override in args.overrides]:
+            if "/nemo_run" in value:
+                raise LaunchError(f"{name} {value}: contains '/nemo_run', which NeMo-Run rewrites in a batch script "
+                                  "without a container (--image); rename that folder")
     import nemo_run as run
 
     return run.SlurmExecutor(

@@ -1,5 +1,6 @@
 """Settings the launchers cannot use: one clear line on stderr naming the flag, key or file, exit code 2,
 and nothing submitted or written."""
+import os
 import subprocess
 import sys
 
@@ -11,14 +12,12 @@ RL_PATHS = ["data.train_files=/shared/t.parquet", "actor_rollout_ref.model.path=
 
 
 def _one_line_error(command, tmp_path, env=None):
-    import os
-
     result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "NEMORUN_HOME": str(tmp_path / "nemo_run"), **(env or {})})
+                            env={**os.environ, "NEMORUN_HOME": str(tmp_path / "nemo_home"), **(env or {})})
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
     assert len(lines) == 1, result.stderr
-    assert not (tmp_path / "nemo_run" / "experiments").exists()  # nothing was submitted
+    assert not (tmp_path / "nemo_home" / "experiments").exists()  # nothing was submitted
     return lines[0]
 
 
@@ -69,11 +68,19 @@ def test_render_names_a_missing_config_file(tmp_path):
     ("grpo", ["--executor", "slurm", "--preempt-signal", "B:USR1@900"], {},
      "--preempt-signal B:USR1@900 ($HARNESS_SLURM_SIGNAL): NeMo-Run's batch shell does not forward signals"),
     ("sft", ["--executor", "slurm", "--retries", "-1"], {}, "--retries -1 ($HARNESS_SLURM_RETRIES): must be 0 or more"),
+    # NeMo-Run rewrites "/nemo_run" in a container-less batch script (sbatch must be on PATH: the login node)
+    ("sft", ["--executor", "slurm", "trainer.default_local_dir=/scratch/nemo_run/sft"], {},
+     "the override trainer.default_local_dir=/scratch/nemo_run/sft: contains '/nemo_run', which NeMo-Run rewrites"),
 ], ids=["unknown-executor", "sft-has-no-kuberay", "unknown-from-env", "no-tunnel-host", "ssh-without-job-dir",
-        "local-multinode", "slurm-layout", "batch-shell-signal", "negative-retries"])
+        "local-multinode", "slurm-layout", "batch-shell-signal", "negative-retries", "nemo-run-path"])
 def test_nemo_run_scripts_refuse_settings_they_cannot_use(script, arguments, env, expected, tmp_path):
     config = "configs/sft_tiny_cpu.yaml" if script == "sft" else "configs/grpo_tiny_cpu.yaml"
     command = [f"launchers/nemo_run/{script}.py", "--config", config, *arguments, "data.train_files=t",
                "model.partial_pretrain=m" if script == "sft" else "actor_rollout_ref.model.path=m"]
-    line = _one_line_error(command, tmp_path, env)
+    # The login node's sbatch, which must not be called: these refusals do not need a Slurm cluster.
+    sbatch = tmp_path / "bin" / "sbatch"
+    sbatch.parent.mkdir()
+    sbatch.write_text("#!/bin/sh\necho 'refused settings must not be submitted' >&2\nexit 1\n")
+    sbatch.chmod(0o755)
+    line = _one_line_error(command, tmp_path, {"PATH": f"{sbatch.parent}:{os.environ['PATH']}", **env})
     assert line.startswith(f"{script}: ") and expected in line, line

@@ -29,7 +29,7 @@ RANKS_ON = re.compile(r"Ray cluster of (\d+) node\(s\) \(([^)]*)\); training ran
 def nemo_env(cluster, directory: Path) -> dict:
     """The submitting shell: the cluster's SLURM_CONF, this venv first on PATH (sbatch exports it to
     the job), Ray's ports free on this machine, NeMo-Run's home in the test's folder."""
-    return {**cluster.env, **launcher_env(directory), "NEMORUN_HOME": str(directory / "nemo_run"),
+    return {**cluster.env, **launcher_env(directory), "NEMORUN_HOME": str(directory / "nemo_home"),
             "PATH": f"{VENV_BIN}:{cluster.env['PATH']}", "COLUMNS": "400"}
 
 
@@ -63,7 +63,7 @@ def task_log(directory: Path, script: str, timeout_s: float = 300):
     """(job id, the task's folder) once the first run's srun log exists (NeMo-Run names it
     log-harness-<task>_<job>_<restart>.out)."""
     deadline = time.monotonic() + timeout_s
-    pattern = f"nemo_run/experiments/harness-{script}/*/{script}/log-harness-{script}_*_0.out"
+    pattern = f"nemo_home/experiments/harness-{script}/*/{script}/log-harness-{script}_*_0.out"
     while not (found := sorted(directory.glob(pattern))):
         assert time.monotonic() < deadline, f"no {pattern} within {timeout_s:.0f} s"
         time.sleep(0.5)
@@ -136,7 +136,7 @@ def test_grpo_experiment_spans_both_nodes_survives_a_step_signal_and_resumes(slu
     info = slurm_cluster.show_job(job)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
     # The task is ray_cluster.sh itself, run by NeMo-Run's srun (one task on the first node).
-    batch = next(tmp_path.glob("nemo_run/experiments/harness-grpo/*/grpo_sbatch.sh")).read_text()
+    batch = next(tmp_path.glob("nemo_home/experiments/harness-grpo/*/grpo_sbatch.sh")).read_text()
     assert re.search(r"^srun .* --nodes=1 --ntasks=1 --overlap bash launchers/slurm/ray_cluster.sh -- python -m "
                      r"harness\.main_ppo ", batch, re.MULTILINE), batch
     assert "#SBATCH --signal=USR1@900" in batch and "#SBATCH --exclusive" in batch

@@ -19,7 +19,7 @@ def _dryrun(tmp_path, script, *arguments):
     sbatch = bin_dir / "sbatch"
     sbatch.write_text("#!/bin/sh\necho 'a dry run must not submit' >&2\nexit 1\n")
     sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "NEMORUN_HOME": str(tmp_path / "nemo_run"), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    env = {**os.environ, "NEMORUN_HOME": str(tmp_path / "nemo_home"), "PATH": f"{bin_dir}:{os.environ['PATH']}",
            "COLUMNS": "400"}
     result = subprocess.run([sys.executable, f"launchers/nemo_run/{script}.py", "--executor", "slurm", "--dryrun",
                              "--partition", "debug", *arguments], cwd=ROOT, env=env, capture_output=True, text=True,
