@@ -19,7 +19,7 @@ import torch
 from .discounting import discounted_suffix_sums_, next_valid_values
 from .registry import Registry, call_with_accepted_kwargs
 from .tensor_ops import (as_group_ids, check_finite, group_mean_std, group_size, group_sum, masked_whiten,
-                         require_groups_of_two, zero_padding)
+                         require_groups_of_two, to_samples, zero_padding)
 
 ADV_ESTIMATORS = Registry("advantage estimator (algorithm.adv_estimator)")
 register_adv_est = ADV_ESTIMATORS.register
@@ -47,6 +47,13 @@ def _sequence_scores(token_level_rewards: torch.Tensor) -> torch.Tensor:
 
 def _broadcast(per_sample: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     return per_sample.unsqueeze(-1) * response_mask
+
+
+def _leave_one_out_mean(values: torch.Tensor, group_ids: torch.Tensor, num_groups: int,
+                        sizes: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean over the other samples of its group (groups of at least 2)."""
+    others_total = to_samples(group_sum(values, group_ids, num_groups), group_ids) - values
+    return others_total / (to_samples(sizes, group_ids) - 1).to(values.dtype)
 
 
 def _baseline_or_zero_when_alone(baseline: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
@@ -107,9 +114,9 @@ def grpo_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Te
     group_ids, num_groups = as_group_ids(group_index, scores.device)
     mean, std, sizes = group_mean_std(scores, group_ids, num_groups)
     require_groups_of_two(group_ids, sizes, "grpo")
-    centered = scores - mean[group_ids]
+    centered = scores - to_samples(mean, group_ids)
     if norm_adv_by_std_in_grpo:
-        centered = centered / (std[group_ids] + epsilon)
+        centered = centered / (to_samples(std, group_ids) + epsilon)
     advantages = _broadcast(centered, response_mask)
     return advantages, advantages
 
@@ -122,9 +129,7 @@ def rloo_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Te
     group_ids, num_groups = as_group_ids(group_index, scores.device)
     sizes = group_size(group_ids, num_groups)
     require_groups_of_two(group_ids, sizes, "rloo")
-    others_total = group_sum(scores, group_ids, num_groups)[group_ids] - scores
-    baseline = others_total / (sizes[group_ids] - 1).to(scores.dtype)
-    advantages = _broadcast(scores - baseline, response_mask)
+    advantages = _broadcast(scores - _leave_one_out_mean(scores, group_ids, num_groups, sizes), response_mask)
     return advantages, advantages
 
 
@@ -148,7 +153,8 @@ def reinforce_plus_plus_baseline_advantage(*, token_level_rewards: torch.Tensor,
     scores = _sequence_scores(token_level_rewards)
     group_ids, num_groups = as_group_ids(group_index, scores.device)
     mean, _, sizes = group_mean_std(scores, group_ids, num_groups)
-    centered = _broadcast(scores - _baseline_or_zero_when_alone(mean, sizes)[group_ids], response_mask)
+    centered = _broadcast(scores - to_samples(_baseline_or_zero_when_alone(mean, sizes), group_ids),
+                          response_mask)
     advantages = masked_whiten(centered, response_mask, out=centered)
     return advantages, advantages
 
@@ -174,7 +180,7 @@ def opo_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Ten
     baseline = (group_sum(lengths * scores, group_ids, num_groups)
                 / group_sum(lengths, group_ids, num_groups).clamp(min=1))
     baseline = _baseline_or_zero_when_alone(baseline, group_size(group_ids, num_groups))
-    advantages = _broadcast(scores - baseline[group_ids], response_mask)
+    advantages = _broadcast(scores - to_samples(baseline, group_ids), response_mask)
     return advantages, advantages
 
 
@@ -190,9 +196,9 @@ def gpg_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.Ten
     scores = _sequence_scores(token_level_rewards)
     group_ids, num_groups = as_group_ids(group_index, scores.device)
     mean, std, _ = group_mean_std(scores, group_ids, num_groups)
-    informative = (std > 0)[group_ids]
+    informative = to_samples(std > 0, group_ids)
     alpha = scores.numel() / informative.sum().clamp(min=1).to(scores.dtype)
-    advantages = _broadcast(alpha * (scores - mean[group_ids]) / f_norm, response_mask)
+    advantages = _broadcast(alpha * (scores - to_samples(mean, group_ids)) / f_norm, response_mask)
     return advantages, advantages
 
 
@@ -222,12 +228,11 @@ def prime_advantage(*, token_level_rewards: torch.Tensor, response_mask: torch.T
     group_ids, num_groups = as_group_ids(group_index, outcome.device)
     sizes = group_size(group_ids, num_groups)
     require_groups_of_two(group_ids, sizes, "prime")
-    others = (sizes[group_ids] - 1).to(outcome.dtype)
 
     lengths = response_mask.sum(-1).clamp(min=1).to(outcome.dtype)
     process_mean = process.sum(-1) / lengths
-    process_baseline = (group_sum(process_mean, group_ids, num_groups)[group_ids] - process_mean) / others
-    outcome_advantage = outcome - (group_sum(outcome, group_ids, num_groups)[group_ids] - outcome) / others
+    process_baseline = _leave_one_out_mean(process_mean, group_ids, num_groups, sizes)
+    outcome_advantage = outcome - _leave_one_out_mean(outcome, group_ids, num_groups, sizes)
 
     positions = torch.arange(response_mask.shape[1], device=response_mask.device)
     last_token = (response_mask.bool() * positions).argmax(-1)

@@ -84,9 +84,15 @@ def as_group_ids(group_index: torch.Tensor | Sequence[Hashable], device: torch.d
         low, high = (int(bound) for bound in torch.aminmax(group_index))
         if low >= 0 and high < 4 * group_index.numel():
             present = torch.bincount(group_index, minlength=high + 1) > 0
-            return (torch.cumsum(present, 0) - 1)[group_index], int(present.sum())
+            return to_samples(torch.cumsum(present, 0) - 1, group_index), int(present.sum())
     unique, dense_ids = torch.unique(group_index, return_inverse=True)
     return dense_ids, unique.numel()
+
+
+def to_samples(group_values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """``group_values[group_ids]``: each sample's entry. index_select stays on the calling thread;
+    advanced indexing of 16k entries wakes the thread pool (~4 ms each on a loaded 2-core machine)."""
+    return torch.index_select(group_values, 0, group_ids)
 
 
 def group_sum(values: torch.Tensor, group_ids: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -103,7 +109,7 @@ def group_mean_std(values: torch.Tensor, group_ids: torch.Tensor, num_groups: in
     sizes = group_size(group_ids, num_groups)
     count = sizes.to(values.dtype)
     mean = group_sum(values, group_ids, num_groups) / count.clamp(min=1)
-    squared_deviation = group_sum((values - mean[group_ids]) ** 2, group_ids, num_groups)
+    squared_deviation = group_sum((values - to_samples(mean, group_ids)) ** 2, group_ids, num_groups)
     std = torch.sqrt(squared_deviation / (count - 1).clamp(min=1))
     return mean, std, sizes
 
