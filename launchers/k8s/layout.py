@@ -279,13 +279,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     add = parser.add_argument
     add("--config", default=env("HARNESS_CONFIG"), help="a configs/*.yaml file (main_ppo or main_sft) [$HARNESS_CONFIG]")
-    add("--nodes", type=int, default=_int_env("HARNESS_NODES"),
+    add("--nodes", type=int, default=int_env("HARNESS_NODES"),
         help="nodes (pods) [$HARNESS_NODES; default: trainer.nnodes, or 1 for SFT]")
-    add("--gpus-per-node", type=int, default=_int_env("HARNESS_GPUS_PER_NODE"),
+    add("--gpus-per-node", type=int, default=int_env("HARNESS_GPUS_PER_NODE"),
         help="GPUs per node, or CPU ranks with --device cpu [$HARNESS_GPUS_PER_NODE; default: "
              "trainer.n_gpus_per_node, or 8 for SFT]")
     add("--device", default=env("HARNESS_DEVICE", "cuda"), help="cuda or cpu (CPU-only nodes) [$HARNESS_DEVICE; cuda]")
-    add("--cpus-per-node", type=int, default=_int_env("HARNESS_CPUS_PER_NODE", 64),
+    add("--cpus-per-node", type=int, default=int_env("HARNESS_CPUS_PER_NODE", 64),
         help="CPUs per pod [$HARNESS_CPUS_PER_NODE; 64]")
     add("--memory-per-node", default=env("HARNESS_MEMORY_PER_NODE", "800Gi"), help="memory per pod [800Gi]")
     add("--shm-size", default=env("HARNESS_SHM_SIZE", "256Gi"), help="/dev/shm per pod, part of its memory [256Gi]")
@@ -301,7 +301,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ttl-seconds", type=int, default=3600, help="how long a finished job's pods stay [3600]")
 
 
-def _int_env(name: str, default: Optional[int] = None) -> Optional[int]:
+def int_env(name: str, default: Optional[int] = None) -> Optional[int]:
     value = os.environ.get(name)
     if value is None:
         return default

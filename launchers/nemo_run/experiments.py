@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
-from launchers.k8s.layout import LayoutError, add_arguments  # noqa: E402
+from launchers.k8s.layout import LayoutError, int_env, add_arguments  # noqa: E402
 
 RAY_ON_SLURM = "launchers/slurm/ray_cluster.sh"  # Ray over the current allocation, then COMMAND on the head
 
@@ -33,9 +33,16 @@ class LaunchError(ValueError):
     """A setting the experiment cannot be built from (one line, naming the flag and its variable)."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own refusals (a flag's value, a missing value) as one line, like every other refusal."""
+
+    def error(self, message: str):
+        raise LaunchError(f"{message} (see --help)")
+
+
 def parser(entry: str, executors: Sequence[str]) -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog=f"launchers/nemo_run/{entry}.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=f"launchers/nemo_run/{entry}.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--executor", default=env("HARNESS_EXECUTOR", "local"),
                    help=f"{' | '.join(executors)} [$HARNESS_EXECUTOR; local]")
     p.add_argument("--experiment", default=None, help=f"experiment title [harness-{entry}]")
@@ -58,12 +65,12 @@ def parser(entry: str, executors: Sequence[str]) -> argparse.ArgumentParser:
     slurm.add_argument("--job-dir", default=env("HARNESS_JOB_DIR"),
                        help="experiments folder on the cluster's shared filesystem [$HARNESS_JOB_DIR; required "
                             "with --tunnel-host; $NEMORUN_HOME/experiments on the login node]")
-    slurm.add_argument("--retries", type=int, default=env("HARNESS_SLURM_RETRIES", "0"),
+    slurm.add_argument("--retries", type=int, default=int_env("HARNESS_SLURM_RETRIES", 0),
                        help="requeues after a failed run, at most (NeMo-Run requeues on any non-zero exit; a "
                             "preempted run exits 75 with its checkpoint and the next run resumes) "
                             "[$HARNESS_SLURM_RETRIES; 0]")
     if entry == "sft":
-        slurm.add_argument("--rdzv-port", type=int, default=env("HARNESS_RDZV_PORT", "29500"),
+        slurm.add_argument("--rdzv-port", type=int, default=int_env("HARNESS_RDZV_PORT", 29500),
                            help="torchrun's rendezvous port on the first node [$HARNESS_RDZV_PORT; 29500]")
     if entry == "grpo":
         slurm.add_argument("--preempt-signal", default=env("HARNESS_SLURM_SIGNAL", "USR1@900"),

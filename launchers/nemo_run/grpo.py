@@ -33,6 +33,7 @@ EXECUTORS = ("local", "slurm", "kuberay")
 def build(args) -> int:
     if args.executor == "kuberay":
         return submit_rayjob(args)
+    deployment = plan_from_arguments(args, args.overrides)  # the config and layout, checked before submitting
     if args.executor == "local":
         executor = local_executor(args)
         import nemo_run as run
@@ -40,7 +41,6 @@ def build(args) -> int:
         task = run.Script(path="harness.main_ppo", m=True, entrypoint="python",
                           args=["--config", entry_config(args), *args.overrides])
         return run_experiment(args, task, executor, "grpo")
-    deployment = plan_from_arguments(args, args.overrides)  # the layout checked against the allocation
     if not (ROOT / RAY_ON_SLURM).is_file():
         raise LaunchError(f"{RAY_ON_SLURM}: not in this checkout (the Ray-on-Slurm bring-up the task runs)")
     signal = None if args.preempt_signal.lower() == "none" else args.preempt_signal

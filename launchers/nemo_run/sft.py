@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from launchers.k8s.layout import command_line  # noqa: E402
+from launchers.k8s.layout import command_line, plan_from_arguments  # noqa: E402
 from launchers.nemo_run.experiments import entry_config, local_executor, main, run_experiment, slurm_executor  # noqa: E402
 
 EXECUTORS = ("local", "slurm")
@@ -22,7 +22,10 @@ EXECUTORS = ("local", "slurm")
 def build(args) -> int:
     import nemo_run as run
 
-    ranks = args.gpus_per_node or (1 if args.device == "cpu" else 8)
+    args.gpus_per_node = args.gpus_per_node or (1 if args.device == "cpu" else 8)
+    # The config, its overrides and the layout are checked here, before anything is submitted.
+    deployment = plan_from_arguments(args, args.overrides)
+    ranks = deployment.ranks_per_node
     entry = ["-m", "harness.main_sft", "--config", entry_config(args), *args.overrides]
     if args.executor == "local":
         executor = local_executor(args)
@@ -31,7 +34,7 @@ def build(args) -> int:
         task = run.Script(inline=f"exec torchrun --standalone --nproc-per-node {ranks} {command_line(entry)}")
     else:
         # One torchrun per node; NeMo-Run's torchrun launcher has srun start them, node 0 the rendezvous.
-        executor = slurm_executor(args, nodes=args.nodes or 1, tasks_per_node=1,
+        executor = slurm_executor(args, nodes=deployment.nodes, tasks_per_node=1,
                                   gpus_per_node=ranks if args.device == "cuda" else None,
                                   launcher=run.Torchrun(rdzv_port=args.rdzv_port), torchrun_nproc_per_node=ranks)
         task = run.Script(path="harness.main_sft", m=True, entrypoint="python", args=entry[2:])

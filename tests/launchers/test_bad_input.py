@@ -71,8 +71,19 @@ def test_render_names_a_missing_config_file(tmp_path):
     # NeMo-Run rewrites "/nemo_run" in a container-less batch script (sbatch must be on PATH: the login node)
     ("sft", ["--executor", "slurm", "trainer.default_local_dir=/scratch/nemo_run/sft"], {},
      "the override trainer.default_local_dir=/scratch/nemo_run/sft: contains '/nemo_run', which NeMo-Run rewrites"),
+    # The config and its overrides are checked before anything is submitted, for every executor.
+    ("sft", ["--executor", "slurm", "trainer.total_trainig_steps=2"], {},
+     "configs/sft_tiny_cpu.yaml: command line: unknown key 'trainer.total_trainig_steps'; did you mean "
+     "'trainer.total_training_steps'?"),
+    ("grpo", ["--executor", "local", "trainer.nnodes"], {},
+     "configs/grpo_tiny_cpu.yaml: overrides must look like key=value (verl / Hydra style), got: trainer.nnodes"),
+    ("sft", ["--executor", "slurm", "--device", "cpu", "--nodes", "2", "--gpus-per-node", "1"], {},
+     "megatron.tensor_model_parallel_size=2 does not divide the 1 ranks per node (--gpus-per-node)"),
+    ("sft", ["--executor", "slurm", "--nodes", "two"], {}, "argument --nodes: invalid int value: 'two' (see --help)"),
+    ("grpo", ["--executor", "slurm"], {"HARNESS_SLURM_RETRIES": "3x"}, "$HARNESS_SLURM_RETRIES='3x': not an integer"),
 ], ids=["unknown-executor", "sft-has-no-kuberay", "unknown-from-env", "no-tunnel-host", "ssh-without-job-dir",
-        "local-multinode", "slurm-layout", "batch-shell-signal", "negative-retries", "nemo-run-path"])
+        "local-multinode", "slurm-layout", "batch-shell-signal", "negative-retries", "nemo-run-path", "typo-key",
+        "override-without-value", "sft-layout", "flag-not-an-int", "variable-not-an-int"])
 def test_nemo_run_scripts_refuse_settings_they_cannot_use(script, arguments, env, expected, tmp_path):
     config = "configs/sft_tiny_cpu.yaml" if script == "sft" else "configs/grpo_tiny_cpu.yaml"
     command = [f"launchers/nemo_run/{script}.py", "--config", config, *arguments, "data.train_files=t",

@@ -7,7 +7,6 @@ import socket
 import pytest
 
 from tests.launchers.slurm_jobs import RL_SIZES, launcher_env, node2_port, ray_ports, read, submit
-from tests.trainer.ppo_runs import ROOT
 
 pytestmark = pytest.mark.timeout(600)
 HANGS_ON_NODE2 = "tests/launchers/ray_hangs_on_node2.sh"
@@ -70,20 +69,3 @@ def test_a_busy_port_on_node2_is_named_and_ends_the_job_at_once(slurm_cluster, t
     assert (f"the Ray worker on node2 exited with status 64 before every node joined: port {port} "
             f"(RAY_NODE_MANAGER_PORT) on 127.0.0.3 is already in use") in error
     assert "ray-worker-node2.log" in error
-
-
-def test_ray_cluster_sh_run_as_several_tasks_of_a_step_refuses_at_once(slurm_cluster, tmp_path):
-    """From a job step (NeMo-Run's way) it must be the step's only task: every task would otherwise
-    start a Ray cluster of its own over the allocation."""
-    output = tmp_path / "slurm.out"
-    job = slurm_cluster.sbatch(["--nodes=2", f"--output={output}", "--wrap",
-                                f"srun --ntasks=2 bash {ROOT}/launchers/slurm/ray_cluster.sh -- true"],
-                               env=launcher_env(tmp_path), cwd=tmp_path)
-    info = slurm_cluster.wait_for_end(job, timeout_s=120)
-    text = read(output)
-    assert info["JobState"] == "FAILED" and info["ExitCode"] == "64:0", text
-    errors = error_lines(text)
-    assert len(errors) == 2, text  # one per task, each naming the step
-    assert all(f"started as 2 tasks of step {job}.0: run it as one task (srun --nodes=1 --ntasks=1 --overlap ...)"
-               in line for line in errors), text
-    assert "starting Ray" not in text
