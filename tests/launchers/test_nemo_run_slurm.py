@@ -147,9 +147,9 @@ def test_grpo_experiment_spans_both_nodes_survives_a_step_signal_and_resumes(slu
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
     # Accounting: the allocation is both nodes, and the second run's steps (accounting keeps the last
     # run's) include a Ray node on node2 alone, beside the head's on node1.
-    steps = job_steps(slurm_cluster, job)
-    assert (str(job), "harness-grpo", "node[1-2]") in steps, steps
-    assert {"node1", "node2"} <= {nodes for _, _, nodes in steps}, steps
+    accounted = job_steps(slurm_cluster, job)
+    assert (str(job), "harness-grpo", "node[1-2]") in accounted, accounted
+    assert {"node1", "node2"} <= {nodes for _, _, nodes in accounted}, accounted
     # The task is ray_cluster.sh itself, run by NeMo-Run's srun (one task on the first node).
     batch = next(tmp_path.glob("nemo_home/experiments/harness-grpo/*/grpo_sbatch.sh")).read_text()
     assert re.search(r"^srun .* --nodes=1 --ntasks=1 --overlap bash launchers/slurm/ray_cluster.sh -- python -m "
