@@ -59,13 +59,16 @@ def nemo_logs(experiment_id: str, env) -> str:
     return logs.stdout + logs.stderr
 
 
-def task_log(directory: Path, script: str, timeout_s: float = 300):
+def task_log(process: subprocess.Popen, directory: Path, script: str, timeout_s: float = 240):
     """(job id, the task's folder) once the first run's srun log exists (NeMo-Run names it
     log-harness-<task>_<job>_<restart>.out)."""
     deadline = time.monotonic() + timeout_s
     pattern = f"nemo_home/experiments/harness-{script}/*/{script}/log-harness-{script}_*_0.out"
     while not (found := sorted(directory.glob(pattern))):
-        assert time.monotonic() < deadline, f"no {pattern} within {timeout_s:.0f} s"
+        ended = process.poll() is not None
+        assert not ended and time.monotonic() < deadline, (
+            f"no {pattern} {'before the experiment script ended' if ended else f'within {timeout_s:.0f} s'}:\n"
+            f"{read(directory / f'{script}.out')[-4000:]}")
         time.sleep(0.5)
     job = int(re.search(r"_(\d+)_0\.out$", found[0].name).group(1))
     return job, found[0].parent
@@ -110,7 +113,7 @@ def test_sft_experiment_runs_a_rank_on_each_node(slurm_cluster, tiny_assets, tmp
         "data.micro_batch_size_per_gpu=4", "trainer.logger=[console]", "trainer.export_hf=false",
     ], env, tmp_path)
     with stopped_on_failure(slurm_cluster, process):
-        job, _ = task_log(tmp_path, "sft")
+        job, _ = task_log(process, tmp_path, "sft")
         experiment_id = finished(process, "sft", tmp_path, timeout_s=300)
     # One torchrun per node: the job step's tasks, from accounting.
     steps = slurm_cluster.command("sacct", "-j", str(job), "-n", "-P", "-o", "JobName,NodeList,NTasks").stdout.split()
@@ -135,7 +138,7 @@ def test_grpo_experiment_spans_both_nodes_survives_a_step_signal_and_resumes(slu
         *RL_SIZES, f"trainer.total_training_steps={steps}",
     ], env, tmp_path)
     with stopped_on_failure(slurm_cluster, process):
-        job, task_dir = task_log(tmp_path, "grpo")
+        job, task_dir = task_log(process, tmp_path, "grpo")
         first = task_dir / f"log-harness-grpo_{job}_0.out"
         # Ray's head is up and the other node's worker starting (Slurm may make either node the first):
         # the step signal reaches every process of every step (Ray's, the bring-up's helpers); only
