@@ -8,6 +8,7 @@ import pytest
 
 from tests.launchers.local_pods import ROOT
 
+pytestmark = pytest.mark.timeout(180)  # each: one short subprocess, no Slurm
 RL_PATHS = ["data.train_files=/shared/t.parquet", "actor_rollout_ref.model.path=/shared/m"]
 
 

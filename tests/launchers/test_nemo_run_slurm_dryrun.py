@@ -10,8 +10,6 @@ import pytest
 
 from tests.launchers.local_pods import ROOT
 
-RAY_ON_SLURM = ROOT / "launchers" / "slurm" / "ray_cluster.sh"
-
 
 def _dryrun(tmp_path, script, *arguments):
     bin_dir = tmp_path / "bin"
@@ -28,6 +26,7 @@ def _dryrun(tmp_path, script, *arguments):
     return " ".join(result.stdout.split())  # rich wraps long lines
 
 
+@pytest.mark.timeout(300)
 def test_sft_batch_script_runs_one_torchrun_per_node(tmp_path):
     script = _dryrun(tmp_path, "sft", "--config", "configs/sft_tiny_cpu.yaml", "--nodes", "2", "--gpus-per-node", "2",
                      "--device", "cpu", "--rdzv-port", "29611", "data.train_files=/data/t.parquet",
@@ -40,8 +39,7 @@ def test_sft_batch_script_runs_one_torchrun_per_node(tmp_path):
     assert "'trainer.logger=[console]'" in script  # quoted for the batch shell
 
 
-@pytest.mark.skipif(not RAY_ON_SLURM.is_file(), reason="launchers/slurm/ray_cluster.sh (the Slurm launcher) is not in "
-                                                       "this checkout yet")
+@pytest.mark.timeout(300)
 def test_grpo_batch_script_runs_main_ppo_through_the_ray_on_slurm_script(tmp_path):
     script = _dryrun(tmp_path, "grpo", "--config", "configs/grpo_tiny_cpu.yaml", "--nodes", "2", "--gpus-per-node",
                      "1", "--device", "cpu", "--retries", "3", "data.train_files=/data/t.parquet",
@@ -53,3 +51,15 @@ def test_grpo_batch_script_runs_main_ppo_through_the_ray_on_slurm_script(tmp_pat
     assert "#SBATCH --signal=USR1@900" in script and "export TORCHX_MAX_RETRIES=3" in script
     assert "--nodes=1 --ntasks=1 --overlap bash launchers/slurm/ray_cluster.sh -- python -m harness.main_ppo" in script
     assert "trainer.nnodes=2 trainer.n_gpus_per_node=1 trainer.device=cpu ray_init.address=auto" in script
+
+
+@pytest.mark.timeout(300)
+def test_grpo_batch_script_on_gpu_nodes_in_a_container(tmp_path):
+    """The 32B config on 4 GPU nodes with an image (pyxis/enroot): generated here, never run (no GPU
+    cluster, no pyxis)."""
+    script = _dryrun(tmp_path, "grpo", "--config", "configs/grpo_qwen2.5_32b.yaml", "--nodes", "4", "--image",
+                     "nvcr.io/nvidia/pytorch:25.01-py3", "data.train_files=/shared/t.parquet",
+                     "actor_rollout_ref.model.path=/shared/m")
+    assert "#SBATCH --nodes=4" in script and "#SBATCH --gpus-per-node=8" in script
+    assert "--container-image nvcr.io/nvidia/pytorch:25.01-py3" in script
+    assert "trainer.nnodes=4 trainer.n_gpus_per_node=8 trainer.device=cuda ray_init.address=auto" in script
