@@ -20,11 +20,12 @@ EXECUTORS = ("local", "slurm")
 
 
 def build(args) -> int:
+    args.gpus_per_node = args.gpus_per_node or (1 if args.device == "cpu" else 8)
+    # The config, its overrides and the layout are checked here, before anything is submitted (and
+    # before NeMo-Run's import, ~10 s on a busy machine).
+    deployment = plan_from_arguments(args, args.overrides)
     import nemo_run as run
 
-    args.gpus_per_node = args.gpus_per_node or (1 if args.device == "cpu" else 8)
-    # The config, its overrides and the layout are checked here, before anything is submitted.
-    deployment = plan_from_arguments(args, args.overrides)
     ranks = deployment.ranks_per_node
     entry = ["-m", "harness.main_sft", "--config", entry_config(args), *args.overrides]
     if args.executor == "local":
