@@ -110,6 +110,7 @@ run_sft_job() {
   say "SFT on $SLURM_NTASKS rank(s), rank 0 at $MASTER_ADDR:$MASTER_PORT"
   # A rank that ends takes the others down 60 s later (a crashed rank would leave them waiting in a
   # collective); not at once, as --kill-on-bad-exit would: ranks stopping at a preemption exit 75 together.
-  run_requeueing srun --wait=60 "${srun_container[@]}" \
+  # srun forwards SIGUSR1 to the ranks; shielded, a rank still importing survives it.
+  run_requeueing srun --wait=60 "${srun_container[@]}" "${shield[@]}" \
     python -m harness.main_sft --config "$CONFIG" "${overrides[@]}" "${user_args[@]}"
 }

@@ -107,13 +107,13 @@ start_child() {
   child_pid=$! preempt_target=$! preempt_target_started=$SECONDS
 }
 
-# start_shielded_child COMMAND...: the same, but COMMAND starts with SIGUSR1 ignored, so that not even
-# a signal sent to it directly can kill it before its program installs a handler.
-# Not for bash scripts that trap SIGUSR1: bash cannot trap a signal ignored when it started.
-start_shielded_child() {
-  ( trap '' USR1; exec "$@" ) &
-  child_pid=$! preempt_target=$! preempt_target_started=$SECONDS
-}
+# shield: a command prefix that starts the program with SIGUSR1 ignored (kept across exec): a signal
+# that comes before the program installs its handler is lost instead of fatal, and a re-send reaches
+# the handler. Not for bash scripts that trap SIGUSR1: bash cannot trap a signal ignored when it started.
+shield=(bash -c 'trap "" USR1; exec "$@"' shield)
+
+# start_shielded_child COMMAND...: start_child of "${shield[@]}" COMMAND.
+start_shielded_child() { start_child "${shield[@]}" "$@"; }
 
 # wait_first PID...: waits until the first of PIDS ends; sets first_pid and first_rc. Trapped signals
 # interrupt the wait and are handled; a pending preemption is re-sent to preempt_target meanwhile.

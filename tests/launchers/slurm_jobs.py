@@ -1,9 +1,10 @@
 """Submitting the real launchers to the test cluster (tests/support/slurm_cluster.py): Ray ports that
 are free on this shared machine, the tiny runs' settings, and waiting on a job's output."""
+import random
 import socket
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 from tests.support.slurm_cluster import END_STATES
 from tests.trainer.ppo_runs import ROOT, tiny_sizes
@@ -14,6 +15,7 @@ PER_NODE = ("RAY_NODE_MANAGER_PORT", "RAY_OBJECT_MANAGER_PORT", "RAY_METRICS_EXP
             "RAY_DASHBOARD_AGENT_GRPC_PORT", "RAY_DASHBOARD_AGENT_LISTEN_PORT")
 # Outside Slurm's 268xx, Ray's default worker range (other engineers' Ray) and the ephemeral range.
 RAY_PORT_BLOCKS = range(27000, 30200, 2 * STRIDE)
+SPARE_PORTS = range(30300, 32000)
 RL_SIZES = [*tiny_sizes(), "trainer.n_gpus_per_node=1", "trainer.device=cpu", "trainer.save_freq=-1",
             "trainer.test_freq=-1", "trainer.val_before_train=false", "trainer.export_hf=false"]
 
@@ -39,6 +41,15 @@ def ray_ports() -> Dict[str, str]:
         if all(_free(p) for p in set(used)):
             return {**{k: str(v) for k, v in ports.items()}, "RAY_NODE_PORT_STRIDE": str(STRIDE)}
     raise RuntimeError(f"no free block of Ray ports in {RAY_PORT_BLOCKS}")
+
+
+def spare_port() -> str:
+    """A free port, at random above the Ray blocks: a job that holds it across its restarts is then
+    unlikely to meet another test's Ray, which may take a block while the job is between runs."""
+    for port in random.sample(SPARE_PORTS, len(SPARE_PORTS)):
+        if _free(port):
+            return str(port)
+    raise RuntimeError(f"no free port in {SPARE_PORTS}")
 
 
 def node2_port(env: Dict[str, str], name: str) -> int:
@@ -80,10 +91,11 @@ def wait_for_text(cluster, job: int, path: Path, text: str, timeout_s: float) ->
     return read(path)
 
 
-def restart_soon(cluster, job: int, restarts: int, timeout_s: float = 300) -> None:
-    """Waits until the job is requeued for the `restarts`-th time, then lets it start at once (Slurm
-    holds a requeued job ~2 minutes). The second's pause: slurmd refuses a job's credential issued in
-    the same second its previous run was revoked ("Job credential revoked")."""
+def restart_soon(cluster, job: int, restarts: int, timeout_s: float = 300,
+                 before_start: Callable[[], object] = lambda: None) -> None:
+    """Waits until the job is requeued for the `restarts`-th time, calls `before_start`, then lets it
+    start at once (Slurm holds a requeued job ~2 minutes). The second's pause: slurmd refuses a job's
+    credential issued in the same second its previous run was revoked ("Job credential revoked")."""
     def requeued(info) -> bool:
         if info.get("JobState") in END_STATES:
             raise AssertionError(f"job {job} ended ({info['JobState']}, exit {info.get('ExitCode')}) instead of "
@@ -91,5 +103,6 @@ def restart_soon(cluster, job: int, restarts: int, timeout_s: float = 300) -> No
         return info.get("JobState") == "PENDING" and int(info.get("Restarts", 0)) >= restarts
 
     cluster.wait_for(job, requeued, timeout_s, f"requeue number {restarts}")
+    before_start()
     time.sleep(2)
     cluster.command("scontrol", "update", f"JobId={job}", "StartTime=now")

@@ -34,6 +34,16 @@ def test_cpus_per_node_follow_slurm(value, expected):
     assert result.stdout.split() == expected.split(), result.stderr
 
 
+@pytest.mark.parametrize("shielded", [True, False])
+def test_a_shielded_program_survives_sigusr1_before_its_handler(shielded):
+    # What a rank still importing meets when srun forwards a preemption: without the shield, death.
+    program = "import os, signal; os.kill(os.getpid(), signal.SIGUSR1); print('alive')"
+    prefix = '"${shield[@]}" ' if shielded else ""
+    result = bash(f"source launchers/slurm/lib.sh; {prefix}python3 -c \"{program}\"")
+    killed = (-10, 128 + 10)  # by SIGUSR1 (bash may exec python itself)
+    assert (result.returncode == 0 and result.stdout.strip() == "alive") if shielded else result.returncode in killed
+
+
 def test_ray_cluster_outside_an_allocation_says_so():
     result = bash("env -u SLURM_JOB_ID bash launchers/slurm/ray_cluster.sh python -c pass")
     assert result.returncode == 64

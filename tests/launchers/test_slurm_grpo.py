@@ -21,8 +21,15 @@ def assets(tmp_path_factory):
 
 
 def grpo_env(assets, directory):
+    """Both jobs score with the held reward (tests/trainer/ppo_hooks.py): only the preempted job holds
+    it, and the same config keeps the two jobs' numbers comparable."""
     return launcher_env(directory, CONFIG="configs/grpo_tiny_cpu.yaml", MODEL_PATH=str(assets / "model"),
-                        TRAIN_FILES=str(assets / "data" / "rl_train.parquet"))
+                        TRAIN_FILES=str(assets / "data" / "rl_train.parquet"),
+                        HARNESS_TEST_HOLD=str(directory / "hold"), PREEMPT_RESEND_S="2")
+
+
+# A held scorer may wait for the test longer than the default per-sample timeout.
+HELD_REWARD = [*RL_SIZES, "custom_reward_function.name=held_length_score", "reward_model.timeout_s=600"]
 
 
 def steps_logged(run_dir):
@@ -35,7 +42,7 @@ def steps_logged(run_dir):
 def uninterrupted(slurm_cluster, assets, tmp_path_factory):
     """The plain 2-node job: the reference the preempted job must match."""
     directory = tmp_path_factory.mktemp("grpo_uninterrupted")
-    job, output = submit(slurm_cluster, "grpo_32b.sbatch", directory, grpo_env(assets, directory), [], RL_SIZES)
+    job, output = submit(slurm_cluster, "grpo_32b.sbatch", directory, grpo_env(assets, directory), [], HELD_REWARD)
     info = slurm_cluster.wait_for_end(job, timeout_s=600)
     return {"info": info, "output": read(output), "dir": directory}
 
@@ -61,18 +68,23 @@ def test_grpo_spans_both_nodes_and_completes(uninterrupted):
 
 @pytest.fixture(scope="module")
 def preempted(slurm_cluster, assets, tmp_path_factory, uninterrupted):
-    """One job, three runs: run 0 gets `scancel --signal=USR1 --batch` after its first step; run 1 has
-    a one-minute time limit, so `--signal=B:USR1@900` fires at once; run 2 completes."""
+    """One job, three runs. The held reward keeps each interrupted run inside its first step until the
+    run has the signal, so the stops are at steps 1 and 2 however fast the machine: run 0 gets
+    `scancel --signal=USR1 --batch`; run 1 starts 14 minutes from its time limit, so
+    `--signal=B:USR1@900` fires at Slurm's next time-limit check; run 2 completes."""
     directory = tmp_path_factory.mktemp("grpo_preempted")
-    job, output = submit(slurm_cluster, "grpo_32b.sbatch", directory, grpo_env(assets, directory), [], RL_SIZES)
-    logs = directory / "logs"
-    wait_for_text(slurm_cluster, job, directory / "run" / "metrics.jsonl", '"step": 1,', timeout_s=600)
+    hold, logs = directory / "hold", directory / "logs"
+    hold.touch()
+    job, output = submit(slurm_cluster, "grpo_32b.sbatch", directory, grpo_env(assets, directory), [], HELD_REWARD)
+    wait_for_text(slurm_cluster, job, output, f"job {job}, run 0", timeout_s=300)  # its USR1 trap is set
     slurm_cluster.command("scancel", "--signal=USR1", "--batch", str(job))
-    restart_soon(slurm_cluster, job, restarts=1)
-    slurm_cluster.command("scontrol", "update", f"JobId={job}", "TimeLimit=1")
-    wait_for_text(slurm_cluster, job, logs / "restart_1" / "job.log", "SIGUSR1", timeout_s=300)
-    # Room to finish the step and save; and the next run is far from its limit (no third signal).
-    slurm_cluster.command("scontrol", "update", f"JobId={job}", "TimeLimit=60")
+    wait_for_text(slurm_cluster, job, logs / "restart_0" / "job.log", "SIGUSR1 received", timeout_s=600)
+    hold.unlink()
+    restart_soon(slurm_cluster, job, restarts=1, before_start=hold.touch)
+    slurm_cluster.command("scontrol", "update", f"JobId={job}", "TimeLimit=14")
+    wait_for_text(slurm_cluster, job, logs / "restart_1" / "job.log", "SIGUSR1 received", timeout_s=600)
+    slurm_cluster.command("scontrol", "update", f"JobId={job}", "TimeLimit=60")  # no signal for run 2
+    hold.unlink()
     restart_soon(slurm_cluster, job, restarts=2)
     info = slurm_cluster.wait_for_end(job, timeout_s=600)
     runs = [read(logs / f"restart_{n}" / "job.log") for n in range(3)]
@@ -96,10 +108,9 @@ def test_usr1_checkpoints_requeues_and_the_job_completes(preempted):
 
 def test_time_limit_signal_checkpoints_and_the_next_run_resumes(preempted):
     runs = preempted["runs"]
-    first, second = stopped_at(runs[0]), stopped_at(runs[1])
-    assert first < second < STEPS
+    assert (stopped_at(runs[0]), stopped_at(runs[1])) == (1, 2)  # each stopped after the step it held
     assert "SIGUSR1 received" in runs[1]  # from Slurm's time-limit warning: nobody sent it by hand
-    assert f"global_step_{second} (step {second})" in runs[2]
+    assert "global_step_2 (step 2)" in runs[2]
 
 
 def test_resumed_steps_match_the_uninterrupted_job(preempted, uninterrupted):

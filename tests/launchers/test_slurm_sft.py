@@ -1,16 +1,16 @@
 """`sbatch launchers/sft_32b.sbatch` on the two-node cluster: one srun rank per node (TP=2 across the
-nodes, on gloo), preempted by `scancel --signal=USR1 --batch` after its first step: both ranks stop
+nodes, on gloo), preempted by `scancel --signal=USR1 --batch` as it starts: both ranks stop
 at the same step with one checkpoint, the job is requeued, resumes and completes."""
 import json
 import re
 
 import pytest
 
-from tests.launchers.slurm_jobs import launcher_env, read, restart_soon, submit, wait_for_text
+from tests.launchers.slurm_jobs import launcher_env, read, restart_soon, spare_port, submit, wait_for_text
 from tests.trainer.ppo_runs import make_assets
 
 pytestmark = pytest.mark.timeout(900)
-STEPS = 12  # tiny steps: the signal must arrive before the last one
+STEPS = 12  # tiny steps: the signal, sent at the start, must arrive before the last one
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,15 @@ def assets(tmp_path_factory):
 def test_sft_on_two_nodes_is_preempted_requeued_and_completes(slurm_cluster, assets, tmp_path):
     env = launcher_env(tmp_path, CONFIG="configs/sft_tiny_cpu.yaml", MODEL_PATH=str(assets / "model"),
                        TRAIN_FILES=str(assets / "data" / "sft_train.parquet"))
-    env["MASTER_PORT"] = env["RAY_PORT"]  # a free port (no Ray in this job)
+    env["MASTER_PORT"] = spare_port()
+    env["PREEMPT_RESEND_S"] = "1"
     sizes = ["data.train_batch_size=32", "data.micro_batch_size_per_gpu=8", f"trainer.total_training_steps={STEPS}",
              "trainer.save_freq=-1", "trainer.test_freq=-1", "trainer.logger=[console]", "trainer.export_hf=false"]
     job, output = submit(slurm_cluster, "sft_32b.sbatch", tmp_path, env, ["--ntasks-per-node=1"], sizes)
     run_dir, logs = tmp_path / "run", tmp_path / "logs"
-    wait_for_text(slurm_cluster, job, run_dir / "metrics.jsonl", '"step": 1,', timeout_s=600)
+    # Signalled before training starts, however fast the machine: srun passes it to the ranks, which
+    # are shielded until their handler is set and get the re-sends (every PREEMPT_RESEND_S).
+    wait_for_text(slurm_cluster, job, output, "SFT on 2 rank(s)", timeout_s=300)
     slurm_cluster.command("scancel", "--signal=USR1", "--batch", str(job))
     restart_soon(slurm_cluster, job, restarts=1)
     info = slurm_cluster.wait_for_end(job, timeout_s=600)

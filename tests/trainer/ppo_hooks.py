@@ -11,6 +11,15 @@ def length_score(data_source, solution_str, ground_truth, extra_info=None):
     return len(solution_str) / 10.0
 
 
+def held_length_score(data_source, solution_str, ground_truth, extra_info=None):
+    """length_score, held while the file HARNESS_TEST_HOLD names exists (at most 300 s): a test keeps
+    the run inside a step until a signal has reached it, whatever the machine's speed."""
+    hold, deadline = os.environ.get("HARNESS_TEST_HOLD"), time.monotonic() + 300
+    while hold and os.path.exists(hold) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return length_score(data_source, solution_str, ground_truth, extra_info)
+
+
 def flaky_score(data_source, solution_str, ground_truth, extra_info=None):
     """Raises on some answers; hangs once (the one call that creates the marker file: scorer
     processes run concurrently, so the creation must be atomic)."""
