@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.launchers.local_pods import ROOT, VENV_BIN
-from tests.launchers.slurm_jobs import RL_SIZES, launcher_env, read, restart_soon
+from tests.launchers.slurm_jobs import RL_SIZES, launcher_env, read, restart_soon, spare_port
 
 RANKS_ON = re.compile(r"Ray cluster of (\d+) node\(s\) \(([^)]*)\); training ranks on (.*)")
 
@@ -105,7 +105,7 @@ def test_sft_experiment_runs_a_rank_on_each_node(slurm_cluster, tiny_assets, tmp
     run_dir = tmp_path / "run"
     process = start("sft", [
         "--config", "configs/sft_tiny_cpu.yaml", "--device", "cpu", "--nodes", "2", "--gpus-per-node", "1",
-        "--rdzv-port", env["RAY_PORT"],  # a free port (no Ray in this job)
+        "--rdzv-port", spare_port(),  # a free port, above the Ray blocks other tests' jobs may take
         "megatron.tensor_model_parallel_size=1",  # tensor-parallel groups stay within a node: DP=2 over both
         f"data.train_files={tiny_assets / 'data' / 'sft_train.parquet'}",
         f"data.val_files={tiny_assets / 'data' / 'sft_val.parquet'}", f"model.partial_pretrain={tiny_assets / 'model'}",
