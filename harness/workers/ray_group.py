@@ -27,13 +27,13 @@ class WorkerError(RuntimeError):
 
 class ResourcePool:
     def __init__(self, name: str, nnodes: int, ranks_per_node: int, use_gpu: bool, timeout_s: float = 120.0,
-                 gpus_per_bundle: int = 1):
+                 gpus_per_bundle: int = 1, strategy: str = "PACK"):
         self.name, self.use_gpu = name, use_gpu
         self.size = nnodes * ranks_per_node
         bundle = {"CPU": 1, "GPU": gpus_per_bundle} if use_gpu else {"CPU": 1}
         # PACK keeps a node's ranks together (tensor parallel stays within a node) while allowing
-        # several nodes; STRICT_PACK would refuse more than one node.
-        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK", name=f"harness-{name}")
+        # several nodes; STRICT_PACK would refuse more than one node. STRICT_SPREAD: a node per bundle.
+        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy=strategy, name=f"harness-{name}")
         try:
             ray.get(self.group.ready(), timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -43,6 +43,13 @@ class ResourcePool:
 
     def strategy(self, index: int) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=index)
+
+    def bundle_nodes(self) -> List[str]:
+        """The Ray node id of each bundle (of each rank: rank i runs in bundle i)."""
+        from ray.util.placement_group import placement_group_table
+
+        nodes = placement_group_table(self.group)["bundles_to_node_id"]
+        return [nodes[index] for index in range(self.size)]
 
     def remove(self) -> None:
         remove_placement_group(self.group)
@@ -102,6 +109,11 @@ class WorkerGroup:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []
+
+
+def node_addresses() -> dict:
+    """{Ray node id: its address} of the live nodes."""
+    return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
 
 
 def _large(value) -> bool:
