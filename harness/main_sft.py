@@ -12,11 +12,12 @@ import sys
 from harness.config.loader import config_from_command_line
 from harness.config.refusal import is_rank_zero, refuse
 from harness.config.sft import SFTConfig
-from harness.trainer import preflight
+from harness.trainer import preemption, preflight
 from harness.trainer.memory_check import memory_check
 
 
 def main(argv=None) -> int:
+    preemption.install()  # SIGUSR1 on any rank: every rank checkpoints after the current step, exits 75
     argv = sys.argv[1:] if argv is None else list(argv)
     config = config_from_command_line(SFTConfig, [a for a in argv if a != "--preflight"])
     if config is None or preflight.refused(preflight.check_sft, config):
@@ -32,6 +33,10 @@ def main(argv=None) -> int:
         result = run_sft(config)
     except DataError as e:
         return refuse(f"data error: {e}")
+    except preemption.Preempted as e:
+        if is_rank_zero():
+            print(e, file=sys.stderr)
+        return preemption.PREEMPTED_EXIT_CODE
     if is_rank_zero():
         print(f"sft finished: {result}")
     return 0

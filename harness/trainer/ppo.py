@@ -56,6 +56,7 @@ def run_ppo(config: RLConfig) -> dict:
             run.check_nonfinite(actor_metrics)  # skipped updates are counted; too many in a row stop the run
             if run.due(config.trainer.save_freq):
                 run.save()
+            run.stop_if_preempted()  # SIGUSR1: this step is saved, then main_ppo exits for a requeue
         return run.finish()
     finally:
         run.close()

@@ -19,6 +19,7 @@ from harness.algorithms.dapo import overlong_reward_penalty
 from harness.algorithms.tensor_ops import masked_mean
 from harness.config.rl import RLConfig
 from harness.rollout.base import SamplingParams
+from harness.trainer import preemption
 from harness.trainer.checkpoints import write_atomically
 from harness.trainer.preflight import check_algorithm_names
 from harness.trainer.rl_batch import PromptOrder, Sample, minibatch_counts, minibatch_plan, to_tensors
@@ -392,6 +393,18 @@ class RLRun:
         write_atomically(self.run_dir / "checkpoints" / "latest", str(self.step))  # last: the step is complete
         return directory
 
+    def stop_if_preempted(self) -> None:
+        """After a step, if SIGUSR1 came: save the step (unless just saved) and stop with `Preempted`."""
+        if not preemption.requested() or self.step == self.total_steps:
+            return
+        self._save_unless_saved()
+        raise preemption.Preempted(self.step, self.step_dir(self.step))
+
+    def _save_unless_saved(self) -> None:
+        latest = self.run_dir / "checkpoints" / "latest"
+        if not latest.exists() or int(latest.read_text()) != self.step:
+            self.save()
+
     def _resume_source(self):
         mode = self.config.trainer.resume_mode
         if mode == "auto":
@@ -425,9 +438,7 @@ class RLRun:
         """The last step is always saved; the final actor is exported to HF."""
         from harness.checkpoint.convert import mcore_to_hf
 
-        latest = self.run_dir / "checkpoints" / "latest"
-        if not latest.exists() or int(latest.read_text()) != self.step:
-            self.save()
+        self._save_unless_saved()
         summary = {"steps": self.step, "checkpoint": str(self.step_dir(self.step))}
         if self.config.trainer.export_hf:
             target = self.run_dir / "hf_actor"

@@ -48,6 +48,9 @@ class RLCluster:
         init_ray(config.ray_init.address, config.ray_init.num_cpus or (None if use_gpu else config.world_size + extra_cpus),
                  None, config.ray_init.object_store_memory_mb)
         self.pool = ResourcePool("train", trainer.nnodes, trainer.n_gpus_per_node, use_gpu)
+        nodes = sorted(node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"])
+        log.info("Ray cluster of %d node(s) (%s); training ranks on %s", len(nodes), ", ".join(nodes),
+                 ", ".join(self.pool.node_addresses()))
         roles = 1 + int(config.critic.enable) + int(config.reward_model.enable)
         arr = config.actor_rollout_ref
         group = dict(share=1.0 / roles, timeout_s=trainer.worker_timeout_s)
@@ -104,9 +107,8 @@ class RLCluster:
             return [(node, layout.servers_per_node, {"num_cpus": 1, "num_gpus": layout.gpus_per_node if use_gpu else 0,
                                                      "scheduling_strategy": self.rollout_pool.strategy(index)})
                     for index, node in enumerate(self.rollout_pool.bundle_nodes())]
-        nodes = self.pool.bundle_nodes()
-        # Servers follow the ranks: a Ray node holding k nodes' worth of bundles (CPU runs) launches k shares.
-        return [(node, max(1, layout.servers * nodes.count(node) // len(nodes)),
+        nodes = self.pool.bundle_nodes()  # trainer.n_gpus_per_node bundles pinned to each node
+        return [(node, layout.servers_per_node,
                  {"num_cpus": 0, "scheduling_strategy": self.pool.strategy(nodes.index(node))})
                 for node in dict.fromkeys(nodes)]
 

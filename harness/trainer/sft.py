@@ -3,7 +3,8 @@
     load data (validated) -> build the model at the configured TP/PP -> load weights (an HF model is
     converted on the fly) or resume -> for each step: micro-batches by token budget -> forward/backward
     -> optimizer + LR schedule -> metrics; validation loss every test_freq, checkpoint every save_freq
-    -> export the best checkpoint (lowest validation loss) to HF.
+    -> export the best checkpoint (lowest validation loss) to HF. SIGUSR1 (preemption): checkpoint
+    after the current step on every rank and stop (main_sft exits 75).
 """
 import math
 import time
@@ -11,6 +12,7 @@ import time
 import torch
 
 from harness.config.sft import SFTConfig
+from harness.trainer import preemption
 from harness.trainer import sft_support as support
 from harness.trainer.checkpoints import CheckpointDirectory
 
@@ -68,9 +70,14 @@ def run_sft(config: SFTConfig) -> dict:
                 state["best"] = {"step": done, "val_loss": metrics["val/loss"]}
         if tracker is not None:  # before the save: a resume then never misses a logged step
             tracker.log(metrics, done)
+        stop = not last and preemption.agreed()  # SIGUSR1 on any rank: every rank stops here
         # A new best is always saved, so the best model is a checkpoint that exists.
-        if last or improved or _due(done, config.trainer.save_freq):
+        if last or improved or stop or _due(done, config.trainer.save_freq):
             checkpoints.save(engine, scheduler, done, state["best"])
+        if stop:
+            if tracker is not None:
+                tracker.close()
+            raise preemption.Preempted(done, checkpoints.step_dir(done))
     if tracker is not None:
         tracker.close()
     exported = checkpoints.export_best(state["best"], plan.total_steps) if config.trainer.export_hf else None

@@ -17,8 +17,11 @@ import time
 from typing import Any, List, Optional
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+
+NODE_ID_LABEL = "ray.io/node-id"  # every Ray node carries it (Ray >= 2.49)
 
 
 class WorkerError(RuntimeError):
@@ -26,14 +29,24 @@ class WorkerError(RuntimeError):
 
 
 class ResourcePool:
+    """nnodes x ranks_per_node bundles; rank r lives on node r // ranks_per_node. One node: PACK.
+    Several: each node's block of bundles is pinned to one Ray node (the driver's first), so the layout
+    is the one asked for even where a node could hold more (PACK alone would fill one node first).
+    strategy="STRICT_SPREAD": every bundle on a node of its own, nodes chosen by Ray."""
+
     def __init__(self, name: str, nnodes: int, ranks_per_node: int, use_gpu: bool, timeout_s: float = 120.0,
                  gpus_per_bundle: int = 1, strategy: str = "PACK"):
         self.name, self.use_gpu = name, use_gpu
         self.size = nnodes * ranks_per_node
         bundle = {"CPU": 1, "GPU": gpus_per_bundle} if use_gpu else {"CPU": 1}
-        # PACK keeps a node's ranks together (tensor parallel stays within a node) while allowing
-        # several nodes; STRICT_PACK would refuse more than one node. STRICT_SPREAD: a node per bundle.
-        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy=strategy, name=f"harness-{name}")
+        selectors = None
+        if nnodes > 1 and strategy == "PACK":
+            nodes = _nodes_for(name, nnodes, ranks_per_node, bundle)
+            selectors = [{NODE_ID_LABEL: node["NodeID"]} for node in nodes for _ in range(ranks_per_node)]
+        # STRICT_SPREAD (one bundle per node, e.g. the rollout nodes of their own) leaves the choice of
+        # nodes to Ray: it sees which nodes the training pool already holds, the node list does not.
+        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy=strategy, name=f"harness-{name}",
+                                     bundle_label_selector=selectors)
         try:
             ray.get(self.group.ready(), timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -41,13 +54,16 @@ class ResourcePool:
             raise WorkerError(f"resource pool {name!r}: {self.size} bundles of {bundle} were not available within "
                               f"{timeout_s:.0f} s (cluster resources: {ray.cluster_resources()})") from None
 
+    def node_addresses(self) -> List[str]:
+        """The IP address of the node of every bundle (rank), in rank order."""
+        ips = node_addresses()
+        return [ips[node] for node in self.bundle_nodes()]
+
     def strategy(self, index: int) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=index)
 
     def bundle_nodes(self) -> List[str]:
         """The Ray node id of each bundle (of each rank: rank i runs in bundle i)."""
-        from ray.util.placement_group import placement_group_table
-
         nodes = placement_group_table(self.group)["bundles_to_node_id"]
         return [nodes[index] for index in range(self.size)]
 
@@ -116,19 +132,34 @@ def node_addresses() -> dict:
     return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
 
 
+def _nodes_for(pool: str, nnodes: int, ranks_per_node: int, bundle: dict) -> List[dict]:
+    """`nnodes` alive Ray nodes with room for `ranks_per_node` bundles: the driver's node first, then by address."""
+    here = ray.get_runtime_context().get_node_id()
+    fits = [node for node in ray.nodes() if node["Alive"]
+            and all(node["Resources"].get(key, 0) >= amount * ranks_per_node for key, amount in bundle.items())]
+    fits.sort(key=lambda node: (node["NodeID"] != here, node["NodeManagerAddress"]))
+    if len(fits) < nnodes:
+        seen = ", ".join(f"{n['NodeManagerAddress']} {n['Resources']}" for n in ray.nodes() if n["Alive"])
+        raise WorkerError(f"resource pool {pool!r}: trainer.nnodes={nnodes} needs {nnodes} Ray nodes with "
+                          f"{ranks_per_node} x {bundle} each; the cluster has {len(fits)} ({seen})")
+    return fits[:nnodes]
+
+
 def _large(value) -> bool:
     return isinstance(value, dict)
 
 
 def init_ray(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional[int],
              object_store_memory_mb: int) -> None:
-    """Attach to `address`, or start a private local cluster (never a running one by accident)."""
+    """Attach to `address` (else to RAY_ADDRESS when set), or start a private local cluster (never a
+    running one by accident)."""
     import os
 
     if ray.is_initialized():
         return
     # A local ray.init otherwise creates an auth token that later clients fail on (notes/cluster.md).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = address or os.environ.get("RAY_ADDRESS")  # set by launchers/slurm/ray_cluster.sh
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
         return
