@@ -15,7 +15,7 @@ from omegaconf import MISSING
 from harness.config import verl_keys
 from harness.config.checks import check_frequency, check_optimizer, check_range
 from harness.config.parallel import ParallelConfig
-from harness.config.rollout import RolloutConfig
+from harness.config.rollout import RolloutConfig, RolloutNodes, rollout_nodes
 from harness.config.sft import check_loggers
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -250,7 +250,8 @@ class RLTrainerConfig:
     n_gpus_per_node: int = 2  # ranks per node for the training workers (CPU processes without GPUs)
     device: str = "auto"  # auto | cuda | cpu
     placement: str = "colocate"  # colocate: rollout shares the training devices | split: its own
-    rollout_gpus_per_node: int = 1  # split mode: devices of the rollout engine's own node
+    rollout_gpus_per_node: int = 1  # split mode: devices of each rollout node
+    rollout_nnodes: int = 1  # split mode: nodes of the rollout engines' own (one rollout worker each)
     total_epochs: int = 1
     total_training_steps: Optional[int] = None
     critic_warmup: int = 0  # steps at the start that train only the critic (the actor stays as it is)
@@ -273,7 +274,7 @@ class RLTrainerConfig:
         if self.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"trainer.device={self.device!r}: must be auto, cuda or cpu")
         _require_positive("trainer", self, "nnodes", "n_gpus_per_node", "total_epochs", "total_training_steps",
-                          "max_nan_steps")
+                          "max_nan_steps", "rollout_nnodes", "rollout_gpus_per_node")
         check_range("trainer.critic_warmup", self.critic_warmup, 0)
         check_range("trainer.worker_timeout_s", self.worker_timeout_s, 0, low_open=True)
         check_frequency("trainer.save_freq", self.save_freq)
@@ -330,6 +331,14 @@ class RLConfig:
                 parallel.data_parallel_size(world)
             except ValueError as error:
                 raise ValueError(f"{name}.megatron: {error} (trainer.nnodes x trainer.n_gpus_per_node)") from None
+        if rollout.launches_servers:
+            rollout.num_servers = self.rollout_nodes().servers
+        if (rollout.name == "sglang" and rollout.weight_transport == "distributed"
+                and self.trainer.placement == "colocate" and self._rollout_on_gpu()):
+            raise ValueError("actor_rollout_ref.rollout.weight_transport=distributed with trainer.placement=colocate "
+                             "on CUDA puts the sending rank and a server rank on one GPU, which NCCL refuses "
+                             "(\"Duplicate GPU detected\"): use weight_transport=tensor (CUDA IPC, each node's "
+                             "servers fed by a rank on that node)")
 
     def _token_budget_defaults(self) -> None:
         """verl's defaults: reference and critic follow the actor; a budget holds one whole sequence."""
@@ -357,6 +366,28 @@ class RLConfig:
     @property
     def world_size(self) -> int:
         return self.trainer.nnodes * self.trainer.n_gpus_per_node
+
+    def rollout_nodes(self) -> RolloutNodes:
+        """The rollout nodes: the training nodes (colocated) or the rollout nodes of their own (split),
+        and the SGLang servers each launches (`actor_rollout_ref.rollout.num_servers` spread over them)."""
+        trainer, rollout = self.trainer, self.actor_rollout_ref.rollout
+        if trainer.placement == "split":
+            nodes, gpus, keys = trainer.rollout_nnodes, trainer.rollout_gpus_per_node, (
+                "trainer.rollout_nnodes", "trainer.rollout_gpus_per_node")
+        else:
+            nodes, gpus, keys = trainer.nnodes, trainer.n_gpus_per_node, ("trainer.nnodes", "trainer.n_gpus_per_node")
+        return rollout_nodes(rollout, nodes, gpus, keys, self._rollout_on_gpu())
+
+    def _rollout_on_gpu(self) -> bool:
+        trainer = self.trainer
+        return trainer.device == "cuda" or (trainer.device == "auto"
+                                            and self.actor_rollout_ref.rollout.resolved_device() == "cuda")
+
+    @property
+    def rollout_gpus(self) -> int:
+        """Devices of the rollout nodes of their own (split placement); 0 when colocated."""
+        trainer = self.trainer
+        return trainer.rollout_nnodes * trainer.rollout_gpus_per_node if trainer.placement == "split" else 0
 
     @property
     def uses_reference(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 ENGINES = ("sglang", "embedded")
 SECTION = "actor_rollout_ref.rollout"
@@ -58,7 +58,11 @@ class RolloutConfig:
     response_length: int = 512
     val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
     # Servers: launched here (num_servers) or existing ones (server_urls), optionally behind a router.
-    num_servers: int = 1
+    # In an RL run num_servers counts the servers of every rollout node together, spread evenly (one
+    # rollout worker per node launches its share on its own GPUs); null: as many as the rollout GPUs
+    # hold (rollout GPUs / tensor_model_parallel_size, as verl), one per node on CPU. A standalone
+    # engine launches num_servers (null: 1) on its own machine.
+    num_servers: Optional[int] = None
     server_urls: List[str] = field(default_factory=list)
     router_url: Optional[str] = None  # an existing sglang-router; generation goes through it
     launch_router: bool = False  # start sglang-router in front of the launched servers
@@ -71,7 +75,7 @@ class RolloutConfig:
     startup_timeout_s: float = 300.0
     request_timeout_s: float = 600.0
     max_retries: int = 3  # per request, for transient failures (connection reset, 5xx)
-    max_concurrency: int = 8  # /generate requests in flight
+    max_concurrency: int = 8  # /generate requests in flight (per rollout node in an RL run)
     batch_size: int = 32  # sequences per /generate request
     # Weight sync.
     weight_transport: str = "tensor"  # tensor | distributed | disk
@@ -90,11 +94,15 @@ class RolloutConfig:
                              f"choose one of {TRANSPORTS}")
         for key in ("num_servers", "tensor_model_parallel_size", "max_concurrency", "batch_size",
                     "bucket_size_mb", "n"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"actor_rollout_ref.rollout.{key}={getattr(self, key)}: must be >= 1")
         check_sampling(SECTION, self.temperature, self.top_p, self.top_k)
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"{SECTION}.gpu_memory_utilization={self.gpu_memory_utilization}: must be within (0, 1]")
+
+    @property
+    def launches_servers(self) -> bool:
+        return self.name == "sglang" and not self.server_urls and not self.router_url
 
     @property
     def bucket_bytes(self) -> int:
@@ -106,3 +114,40 @@ class RolloutConfig:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class RolloutNodes:
+    """Where an RL run's rollout engines run: one rollout worker on each of `nodes` nodes of
+    `gpus_per_node` devices, each launching `servers_per_node` SGLang servers (or one embedded engine)."""
+
+    nodes: int
+    gpus_per_node: int
+    servers_per_node: int
+
+    @property
+    def servers(self) -> int:
+        return self.nodes * self.servers_per_node
+
+
+def rollout_nodes(rollout: RolloutConfig, nodes: int, gpus_per_node: int, keys: Tuple[str, str],
+                  on_gpu: bool) -> RolloutNodes:
+    """The servers per node that `rollout.num_servers` (null: the default) gives on `nodes` nodes;
+    `keys` name the node and GPU counts in errors. A server never spans nodes."""
+    if not rollout.launches_servers:  # the embedded engine, or servers that already run elsewhere
+        return RolloutNodes(nodes, gpus_per_node, 1)
+    tp, (nodes_key, gpus_key) = rollout.tensor_model_parallel_size, keys
+    if tp > gpus_per_node:
+        raise ValueError(f"{SECTION}.tensor_model_parallel_size={tp} > {gpus_key}={gpus_per_node}: "
+                         "an SGLang server never spans nodes")
+    servers = rollout.num_servers
+    if servers is None:
+        servers = nodes * (gpus_per_node // tp if on_gpu else 1)
+    if servers % nodes:
+        raise ValueError(f"{SECTION}.num_servers={servers} does not spread evenly over the {nodes} rollout nodes "
+                         f"({nodes_key}): each node's rollout worker launches the same number")
+    per_node = servers // nodes
+    if per_node * tp > gpus_per_node:
+        raise ValueError(f"{SECTION}.num_servers={servers} x tensor_model_parallel_size={tp} needs {per_node * tp} "
+                         f"GPUs on each of the {nodes} rollout node(s), more than {gpus_key}={gpus_per_node}")
+    return RolloutNodes(nodes, gpus_per_node, per_node)

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 from harness.config.parallel import ParallelConfig
 from harness.config.rl import RLConfig
+from harness.config.rollout import RolloutNodes
 from harness.config.sft import SFTConfig
 from harness.models.hf_config import ModelSpec
 from harness.planning import memory as mem
@@ -116,7 +117,7 @@ class RLShape:
 def _rl_shape(config: RLConfig, cluster: Cluster, assumptions: st.Assumptions) -> RLShape:
     data, rollout, trainer = config.data, config.actor_rollout_ref.rollout, config.trainer
     train_gpus = trainer.nnodes * trainer.n_gpus_per_node
-    rollout_gpus = trainer.rollout_gpus_per_node if trainer.placement == "split" else train_gpus
+    rollout_gpus = config.rollout_gpus if trainer.placement == "split" else train_gpus
     return RLShape(
         sequences=data.train_batch_size * rollout.n,
         seq_length=_padded(data.max_prompt_length + data.max_response_length),
@@ -194,24 +195,24 @@ def _rl_reasons(config: RLConfig, spec: ModelSpec, cluster: Cluster, shape: RLSh
     reasons += _validity(spec, actor, "actor")
     if config.critic.enable:
         reasons += _validity(spec, config.critic.megatron, "critic")
-    asked = shape.train_gpus + (shape.rollout_gpus if trainer.placement == "split" else 0)
+    split = trainer.placement == "split"
+    asked = shape.train_gpus + config.rollout_gpus
     if asked != cluster.num_gpus:
         reasons.append(f"the config uses {asked} GPUs (trainer.nnodes x n_gpus_per_node"
-                       f"{' + rollout_gpus_per_node' if trainer.placement == 'split' else ''}), the cluster has "
+                       f"{' + rollout_nnodes x rollout_gpus_per_node' if split else ''}), the cluster has "
                        f"{cluster.num_gpus}")
-    if trainer.n_gpus_per_node > cluster.gpus_per_node:
-        reasons.append(f"trainer.n_gpus_per_node={trainer.n_gpus_per_node} > {cluster.gpus_per_node} GPUs per node")
+    for key in ("n_gpus_per_node",) + (("rollout_gpus_per_node",) if split else ()):
+        if getattr(trainer, key) > cluster.gpus_per_node:
+            reasons.append(f"trainer.{key}={getattr(trainer, key)} > {cluster.gpus_per_node} GPUs per node")
     rollout = arr.rollout
     if rollout.name == "sglang":
         tp = rollout.tensor_model_parallel_size
         if spec.num_attention_heads % tp:
             reasons.append(f"rollout TP={tp} does not divide num_attention_heads={spec.num_attention_heads}")
-        # One rollout worker launches every server on its own node.
-        rollout_node = min(cluster.gpus_per_node, shape.rollout_gpus)
-        if tp * rollout.num_servers > rollout_node:
-            reasons.append(f"rollout {rollout.num_servers} server(s) x TP={tp} = {rollout.num_servers * tp} GPUs > "
-                           f"{rollout_node}: the rollout worker runs all servers on one node"
-                           f"{' (trainer.rollout_gpus_per_node)' if trainer.placement == 'split' else ''}")
+        try:  # the servers spread over the rollout nodes, none spanning two
+            config.rollout_nodes()
+        except ValueError as error:
+            reasons.append(str(error))
         needed = config.data.max_prompt_length + config.data.max_response_length
         if rollout.max_model_len is not None and rollout.max_model_len < needed:
             reasons.append(f"rollout.max_model_len={rollout.max_model_len} < max_prompt_length + "
@@ -275,7 +276,7 @@ def evaluate_rl(config: RLConfig, spec: ModelSpec, cluster: Cluster, assumptions
                            f"({arr.rollout.max_model_len or shape.seq_length})")
     where = f"at actor {layout_text(arr.actor.megatron)}"
     if shard is not None:
-        where += f", rollout TP={arr.rollout.tensor_model_parallel_size} x {arr.rollout.num_servers}"
+        where += f", rollout TP={arr.rollout.tensor_model_parallel_size} x {arr.rollout.num_servers} servers"
     worst_name, worst = max(gpus.items(), key=lambda kv: kv[1].total())
     if cluster.enforce_memory:
         for name, gpu in gpus.items():
@@ -288,12 +289,13 @@ def evaluate_rl(config: RLConfig, spec: ModelSpec, cluster: Cluster, assumptions
         layout["critic"] = _parallel_dict(config.critic.megatron,
                                           shape.train_gpus // config.critic.megatron.model_parallel_size,
                                           config.critic.ppo_micro_batch_size_per_gpu)
+    nodes = _rollout_nodes(config)
     layout["rollout"] = {"engine": arr.rollout.name, "tp": arr.rollout.tensor_model_parallel_size,
-                         "servers": arr.rollout.num_servers,
+                         "servers": arr.rollout.num_servers, "nodes": nodes.nodes,
+                         "servers_per_node": nodes.servers_per_node,
                          "mem_fraction_static": shard.mem_fraction_static if shard else None,
                          "kv_tokens_per_server": shard.tokens if shard else None}
-    layout["train_gpus"], layout["rollout_gpus"] = shape.train_gpus, (
-        shape.rollout_gpus if config.trainer.placement == "split" else 0)
+    layout["train_gpus"], layout["rollout_gpus"] = shape.train_gpus, config.rollout_gpus
     plan = Plan(fits=not reasons, layout=layout, per_gpu=worst, gpu_mem_gb=cluster.gpu_mem_gb, reasons=reasons,
                 config=config)
     if shard is not None and cluster.device == "cuda":
@@ -301,15 +303,29 @@ def evaluate_rl(config: RLConfig, spec: ModelSpec, cluster: Cluster, assumptions
     return plan
 
 
+def _rollout_nodes(config: RLConfig) -> RolloutNodes:
+    """The rollout nodes and servers per node; a layout the config refuses counts as what it asks
+    (its reason is already listed)."""
+    try:
+        return config.rollout_nodes()
+    except ValueError:
+        nodes = config.trainer.rollout_nnodes if config.trainer.placement == "split" else config.trainer.nnodes
+        servers = config.actor_rollout_ref.rollout.num_servers or nodes
+        return RolloutNodes(nodes, config.trainer.n_gpus_per_node, max(1, servers // nodes))
+
+
 def _rl_step_time(config: RLConfig, spec: ModelSpec, cluster: Cluster, shape: RLShape, shard: mem.RolloutShard,
                   assumptions: st.Assumptions) -> Dict[str, float]:
     arr = config.actor_rollout_ref
     rollout = arr.rollout
+    nodes = _rollout_nodes(config)
+    # Generation spreads over every server of every rollout node; each node's worker keeps
+    # max_concurrency requests of batch_size sequences in flight.
     generation = st.generation_seconds(
-        spec, cluster.gpu, sequences=shape.sequences, servers=rollout.num_servers,
+        spec, cluster.gpu, sequences=shape.sequences, servers=nodes.servers,
         tp=rollout.tensor_model_parallel_size, prompt_tokens=shape.prompt_mean, response_tokens=shape.response_mean,
         max_response=config.data.max_response_length, kv_capacity_tokens=shard.tokens,
-        client_in_flight=rollout.max_concurrency * rollout.batch_size, weight_bytes_per_gpu=shard.weights,
+        client_in_flight=rollout.max_concurrency * rollout.batch_size * nodes.nodes, weight_bytes_per_gpu=shard.weights,
         kv_bytes_per_token_per_gpu=shard.kv_per_token, assumptions=assumptions)
     tokens = shape.sequences * shape.seq_length  # trained padded
     seconds = {"generation_s": generation.seconds}
@@ -341,7 +357,7 @@ def _rl_step_time(config: RLConfig, spec: ModelSpec, cluster: Cluster, shape: RL
     seconds["update_weights_s"] = weight_bytes / GB / assumptions.sync_gb_per_s.get(rollout.weight_transport, 10.0)
     seconds["step_s"] = sum(seconds.values())
     useful = shape.sequences * (shape.prompt_mean + shape.response_mean)
-    total_gpus = shape.train_gpus + (shape.rollout_gpus if config.trainer.placement == "split" else 0)
+    total_gpus = shape.train_gpus + config.rollout_gpus
     seconds["tokens_per_s_per_gpu"] = useful / seconds["step_s"] / total_gpus
     seconds["generation_in_flight_per_server"] = generation.in_flight
     seconds["decode_step_ms"] = generation.step_ms

@@ -44,39 +44,43 @@ class Proposals:
 
 def propose_rl(config: RLConfig, spec: ModelSpec, cluster: Cluster, placement: str,
                assumptions: Optional[st.Assumptions] = None, keep: int = 5) -> Proposals:
-    """Layouts of `config`'s workload (batch sizes, lengths, algorithm) on `cluster`."""
+    """Layouts of `config`'s workload (batch sizes, lengths, algorithm) on `cluster`. Rollout servers
+    fill the rollout nodes (every node when colocated; split: 1 .. nodes - 1 nodes of their own)."""
     assumptions = assumptions or st.Assumptions()
     if placement == "split":
-        rollout_gpus = cluster.gpus_per_node  # one node: the rollout worker's
-        train_gpus = cluster.num_gpus - rollout_gpus
-        if train_gpus < 1:
-            return Proposals([], [("split", f"{cluster.num_gpus} GPUs leave none for training after a rollout "
-                                            f"node of {rollout_gpus}")])
+        if cluster.nodes < 2:
+            return Proposals([], [("split", f"{cluster.num_gpus} GPUs on {max(cluster.nodes, 1)} node(s) leave none "
+                                            "for training beside a rollout node of its own")])
+        splits = [(cluster.num_gpus - k * cluster.gpus_per_node, k) for k in range(1, cluster.nodes)]
     else:
-        rollout_gpus, train_gpus = min(cluster.gpus_per_node, cluster.num_gpus), cluster.num_gpus
-    nodes, per_node = (train_gpus // cluster.gpus_per_node, cluster.gpus_per_node) \
-        if train_gpus >= cluster.gpus_per_node else (1, train_gpus)
+        splits = [(cluster.num_gpus, 0)]
     fitting, closest, cache = [], {}, {}
-    for tp in _tp_choices(spec, cluster):
-        for pp in _pp_choices(spec):
-            if train_gpus % (tp * pp):
-                continue
-            for recompute in (None, "selective", "full"):
-                for micro in (4, 2, 1):
-                    for rollout_tp in [t for t in (1, 2, 4, 8) if t <= rollout_gpus and not spec.num_attention_heads % t]:
-                        servers = rollout_gpus // rollout_tp
-                        for fraction in ROLLOUT_FRACTIONS:
-                            key = f"TP={tp} PP={pp}"
-                            candidate = _rl_variant(config, nodes, per_node, placement, rollout_gpus, tp, pp, recompute,
-                                                    micro, rollout_tp, servers, fraction)
-                            if isinstance(candidate, str):
-                                _keep_closest(closest, key, math.inf, candidate)
-                                break
-                            plan = evaluate_rl(candidate, spec, cluster, assumptions, cache)
-                            if plan.fits:
-                                fitting.append(plan)
-                                break  # the largest fraction that fits: the most KV cache
-                            _keep_closest(closest, key, plan.per_gpu_gb, plan.reasons[-1])
+    for train_gpus, rollout_nodes in splits:
+        nodes, per_node = (train_gpus // cluster.gpus_per_node, cluster.gpus_per_node) \
+            if train_gpus >= cluster.gpus_per_node else (1, train_gpus)
+        rollout_per_node = cluster.gpus_per_node if rollout_nodes else per_node
+        rollout_gpus = rollout_nodes * rollout_per_node or train_gpus
+        for tp in _tp_choices(spec, cluster):
+            for pp in _pp_choices(spec):
+                if train_gpus % (tp * pp):
+                    continue
+                for recompute in (None, "selective", "full"):
+                    for micro in (4, 2, 1):
+                        for rollout_tp in [t for t in (1, 2, 4, 8)
+                                           if t <= rollout_per_node and not spec.num_attention_heads % t]:
+                            for fraction in ROLLOUT_FRACTIONS:
+                                key = f"TP={tp} PP={pp}"
+                                candidate = _rl_variant(config, nodes, per_node, rollout_nodes, rollout_per_node, tp,
+                                                        pp, recompute, micro, rollout_tp, rollout_gpus // rollout_tp,
+                                                        fraction)
+                                if isinstance(candidate, str):
+                                    _keep_closest(closest, key, math.inf, candidate)
+                                    break
+                                plan = evaluate_rl(candidate, spec, cluster, assumptions, cache)
+                                if plan.fits:
+                                    fitting.append(plan)
+                                    break  # the largest fraction that fits: the most KV cache
+                                _keep_closest(closest, key, plan.per_gpu_gb, plan.reasons[-1])
     return _ranked(fitting, closest, keep)
 
 
@@ -85,9 +89,10 @@ def _keep_closest(closest: Dict[str, Tuple[float, str]], key: str, size_gb: floa
         closest[key] = (size_gb, reason)
 
 
-def _rl_variant(config: RLConfig, nodes: int, per_node: int, placement: str, rollout_gpus: int, tp: int, pp: int,
-                recompute, micro: int, rollout_tp: int, servers: int, fraction: float):
-    """The config with this layout, or why the workload's batch sizes do not split over it."""
+def _rl_variant(config: RLConfig, nodes: int, per_node: int, rollout_nodes: int, rollout_per_node: int, tp: int,
+                pp: int, recompute, micro: int, rollout_tp: int, servers: int, fraction: float):
+    """The config with this layout (`rollout_nodes` of their own: split placement; 0: colocated), or
+    why the workload's batch sizes do not split over it."""
     dp = nodes * per_node // (tp * pp)
     mini_sequences = config.actor_rollout_ref.actor.ppo_mini_batch_size * config.actor_rollout_ref.rollout.n
     if mini_sequences % dp:
@@ -97,8 +102,9 @@ def _rl_variant(config: RLConfig, nodes: int, per_node: int, placement: str, rol
     variant = copy.deepcopy(config)
     arr = variant.actor_rollout_ref
     trainer = variant.trainer
-    trainer.nnodes, trainer.n_gpus_per_node, trainer.placement = nodes, per_node, placement
-    trainer.rollout_gpus_per_node = rollout_gpus
+    trainer.nnodes, trainer.n_gpus_per_node = nodes, per_node
+    trainer.placement = "split" if rollout_nodes else "colocate"
+    trainer.rollout_nnodes, trainer.rollout_gpus_per_node = max(rollout_nodes, 1), rollout_per_node
     arr.actor.megatron = _parallel(tp, pp, recompute)
     arr.ref.megatron = arr.actor.megatron
     arr.actor.ppo_micro_batch_size_per_gpu = micro
@@ -112,9 +118,9 @@ def _rl_variant(config: RLConfig, nodes: int, per_node: int, placement: str, rol
     rollout.name = "sglang"
     rollout.tensor_model_parallel_size, rollout.num_servers = rollout_tp, servers
     rollout.gpu_memory_utilization = fraction
-    # Enough requests in flight that the KV cache, not the client, bounds the batch.
-    rollout.max_concurrency = max(rollout.max_concurrency,
-                                  -(-variant.data.train_batch_size * rollout.n // rollout.batch_size))
+    # Enough requests in flight on each rollout node that the KV cache, not the client, bounds the batch.
+    rollout.max_concurrency = max(rollout.max_concurrency, -(-variant.data.train_batch_size * rollout.n
+                                                             // (rollout.batch_size * (rollout_nodes or nodes))))
     rollout.max_model_len = variant.data.max_prompt_length + variant.data.max_response_length
     return variant
 

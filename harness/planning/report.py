@@ -21,8 +21,9 @@ def layout_line(plan: Plan) -> str:
             parts.append(text)
     rollout = layout.get("rollout")
     if rollout and rollout["mem_fraction_static"] is not None:
-        parts.append(f"rollout TP={rollout['tp']} x {rollout['servers']} server(s), mem_fraction_static "
-                     f"{rollout['mem_fraction_static']:.2f} ({rollout['kv_tokens_per_server']} KV tokens per server)")
+        parts.append(f"rollout TP={rollout['tp']} x {rollout['servers']} server(s) ({rollout['servers_per_node']} per "
+                     f"node on {rollout['nodes']} node(s)), mem_fraction_static {rollout['mem_fraction_static']:.2f} "
+                     f"({rollout['kv_tokens_per_server']} KV tokens per server)")
     elif rollout:
         parts.append(f"rollout {rollout['engine']} engine")
     if layout.get("placement"):

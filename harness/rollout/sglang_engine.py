@@ -79,7 +79,7 @@ class SGLangEngine(RolloutEngine):
         self.transport = make_transport(config.weight_transport, config)
 
     def _launch(self):
-        self.servers = [SGLangServer(self.config, index) for index in range(self.config.num_servers)]
+        self.servers = [SGLangServer(self.config, index) for index in range(self.config.num_servers or 1)]
         for server in self.servers:  # all start together; start-up is tens of seconds each
             server.start()
         for server in self.servers:
@@ -143,11 +143,11 @@ class SGLangEngine(RolloutEngine):
         check = self._checker(weights)
         dtype = getattr(torch, self.config.dtype)
         with self._update_lock:
-            self._each(servers, "/pause_generation", {"mode": self.config.pause_mode})
-            try:
+            try:  # a server that fails to pause must not leave the others paused
+                self._each(servers, "/pause_generation", {"mode": self.config.pause_mode})
                 self._each(servers, "/flush_cache", {})
-                self._each(servers, "/begin_weight_update", {})
                 try:
+                    self._each(servers, "/begin_weight_update", {})
                     self.transport.open(servers, tp_sizes, version)
                     with ThreadPoolExecutor(1, thread_name_prefix="weight-send") as sender:
                         in_flight = None

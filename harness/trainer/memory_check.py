@@ -50,9 +50,7 @@ def memory_check(config) -> bool:
 
 def _world_size(config, rl: bool) -> int:
     if rl:
-        trainer = config.trainer
-        split = trainer.rollout_gpus_per_node if trainer.placement == "split" else 0
-        return trainer.nnodes * trainer.n_gpus_per_node + split
+        return config.world_size + config.rollout_gpus
     return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
 
 

@@ -1,11 +1,11 @@
 """Everything an RL step talks to, placed with Ray: actor (+ reference), critic, reward model, rollout.
 
 Colocated (`trainer.placement=colocate`): actor, critic and reward model take shares of the same
-bundles and the rollout engine runs beside them. Split: the rollout engine gets a pool of its own.
+bundles, and a rollout worker on every training node launches that node's servers on its GPUs.
+Split: the rollout workers get nodes of their own (`trainer.rollout_nnodes`), one worker per node.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -15,9 +15,9 @@ import ray
 
 from harness.config.rl import RLConfig
 from harness.rollout.base import RolloutError, SamplingParams
-from harness.rollout.ray_rollout import RolloutWorker
+from harness.rollout.ray_rollout import Placement, RolloutFleet
 from harness.workers.policy_worker import PolicyWorker
-from harness.workers.ray_group import ResourcePool, WorkerError, WorkerGroup, init_ray
+from harness.workers.ray_group import ResourcePool, WorkerError, WorkerGroup, init_ray, node_addresses
 from harness.workers.value_worker import ValueWorker
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class RLCluster:
         trainer = config.trainer
         use_gpu = trainer.device == "cuda" or (trainer.device == "auto" and torch.cuda.is_available())
         run_dir = Path(trainer.default_local_dir)
-        extra_cpus = 1 if trainer.placement == "split" else 0
+        extra_cpus = config.rollout_nodes().nodes if trainer.placement == "split" else 0
         init_ray(config.ray_init.address, config.ray_init.num_cpus or (None if use_gpu else config.world_size + extra_cpus),
                  None, config.ray_init.object_store_memory_mb)
         self.pool = ResourcePool("train", trainer.nnodes, trainer.n_gpus_per_node, use_gpu)
@@ -75,35 +75,63 @@ class RLCluster:
             rm = config.reward_model
             self.reward_model.setup(rm.megatron, trainer.seed, model_dir=rm.model.path, checkpoint=rm.model.path,
                                     dtype=rm.model.dtype, trainable=False, from_lm=False)
-        self.sink = ray.get(self.rollout.weight_sink.remote(self.rollout))
+        self.sync_epoch = 0  # server restarts so far that changed the weight sinks
+        self.route = self._weight_route()
 
-    def _start_rollout(self, use_gpu: bool):
+    def _start_rollout(self, use_gpu: bool) -> RolloutFleet:
+        """A rollout worker per rollout node, each launching its node's share of
+        `actor_rollout_ref.rollout.num_servers` on that node's GPUs."""
+        rollout = self.config.actor_rollout_ref.rollout
+        slots = self._rollout_slots(use_gpu)
+        # Across nodes the servers listen on their node's address (and the weight group meets at rank 0's).
+        self._spans_nodes = len(set(self.pool.bundle_nodes()) | {node for node, _, _ in slots if node}) > 1
+        self._addresses = node_addresses()
+        env = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}}
+        placements = [Placement(node_id=node, host=self._address(node), servers=servers, options={**options, **env})
+                      for node, servers, options in slots]
+        fleet = RolloutFleet(rollout, placements, timeout_s=rollout.request_timeout_s * 2)
+        log.info("rollout: %s", ", ".join(f"{p.host}: {len(urls)} server(s)" if urls else f"{p.host}: {rollout.name}"
+                                          for p, urls in zip(placements, fleet.server_urls)))
+        return fleet
+
+    def _rollout_slots(self, use_gpu: bool) -> list:
+        """(Ray node, servers, actor options) of each rollout worker. Colocated: in the first training
+        bundle of each node, using no resources of its own; split: a bundle per rollout node with its GPUs."""
         config, trainer = self.config, self.config.trainer
-        rollout_config = dataclasses.replace(config.actor_rollout_ref.rollout)
-        options = {"num_cpus": 0, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}}
+        rollout, layout = config.actor_rollout_ref.rollout, config.rollout_nodes()
+        if rollout.name == "sglang" and not rollout.launches_servers:  # servers that run elsewhere
+            return [(None, len(rollout.server_urls) or 1, {"num_cpus": 0})]
         if trainer.placement == "split":
-            # One bundle with all the rollout GPUs: the rollout worker launches every server on its node.
-            self.rollout_pool = ResourcePool("rollout", 1, 1, use_gpu, gpus_per_bundle=trainer.rollout_gpus_per_node)
-            options.update(num_cpus=1, num_gpus=trainer.rollout_gpus_per_node if use_gpu else 0,
-                           scheduling_strategy=self.rollout_pool.strategy(0))
-        handle = ray.remote(RolloutWorker).options(max_concurrency=4, **options).remote(rollout_config)
-        ray.get(handle.health.remote(), timeout=rollout_config.startup_timeout_s + 60)
-        return handle
+            self.rollout_pool = ResourcePool("rollout", layout.nodes, 1, use_gpu, gpus_per_bundle=layout.gpus_per_node,
+                                             strategy="STRICT_SPREAD")
+            return [(node, layout.servers_per_node, {"num_cpus": 1, "num_gpus": layout.gpus_per_node if use_gpu else 0,
+                                                     "scheduling_strategy": self.rollout_pool.strategy(index)})
+                    for index, node in enumerate(self.rollout_pool.bundle_nodes())]
+        nodes = self.pool.bundle_nodes()  # trainer.n_gpus_per_node bundles pinned to each node
+        return [(node, layout.servers_per_node,
+                 {"num_cpus": 0, "scheduling_strategy": self.pool.strategy(nodes.index(node))})
+                for node in dict.fromkeys(nodes)]
+
+    def _address(self, node) -> str:
+        return self._addresses[node] if self._spans_nodes and node else self.config.actor_rollout_ref.rollout.host
+
+    def _weight_route(self) -> dict:
+        """Which training rank feeds which rollout sink (see RolloutFleet.weight_route)."""
+        ranks = self.pool.bundle_nodes()
+        route = self.rollout.weight_route(ranks, self._address(ranks[0]), self.sync_epoch)
+        log.info("weight sync: %s", "; ".join(f"rank {rank} ({self._address(ranks[rank])}) feeds {sink}"
+                                              for rank, sink in route.items()))
+        return route
 
     # ---- rollout ----------------------------------------------------------------------------
     def generate(self, prompts: List[List[int]], sampling: SamplingParams, n: int, version) -> list:
         """Completions of every prompt. When a server dies mid-call it is restarted with the current
         weights and the whole call is repeated: no sample is kept twice or lost."""
-        return self._recovering(lambda: ray.get(self.rollout.generate.remote(prompts, sampling, n),
-                                                timeout=self._rollout_timeout), version, "generation")
+        return self._recovering(lambda: self.rollout.generate(prompts, sampling, n), version, "generation")
 
     def sync_weights(self, version) -> None:
-        """The actor's weights into the engine as `version` (repeated on restarted servers if one died)."""
-        self._recovering(lambda: self.actor.call("sync_weights", self.sink, version), version, "weight sync")
-
-    @property
-    def _rollout_timeout(self) -> float:
-        return self.config.actor_rollout_ref.rollout.request_timeout_s * 2
+        """The actor's weights into every node's engine as `version` (repeated on restarted servers if one died)."""
+        self._recovering(lambda: self.actor.call("sync_weights", self.route, version), version, "weight sync")
 
     def _recovering(self, action, version, what: str):
         limit = self.config.trainer.max_rollout_restarts
@@ -111,13 +139,15 @@ class RLCluster:
             try:
                 return action()
             except (RolloutError, WorkerError, ray.exceptions.RayTaskError) as error:
-                restarted = ray.get(self.rollout.restart_unhealthy.remote(), timeout=self._rollout_timeout)
+                restarted = self.rollout.restart_unhealthy()  # each node's worker restarts its own servers
                 if not restarted or attempt == limit:
                     raise
                 self.restarts += len(restarted)
                 log.warning("rollout server(s) %s died during %s (%s); restarted them, loading weights version %s "
                             "and repeating the %s", restarted, what, str(error).splitlines()[0], version, what)
-                self.actor.call("sync_weights", self.sink, version)
+                self.sync_epoch += 1  # the restarted servers left the old weight groups
+                self.route = self._weight_route()
+                self.actor.call("sync_weights", self.route, version)
         raise AssertionError("unreachable")
 
     def compute_seconds(self) -> dict:
@@ -137,14 +167,10 @@ class RLCluster:
             self.critic.call("load", str(directory / "critic"))
 
     def shutdown(self) -> None:
-        try:
-            ray.get(self.rollout.shutdown.remote(), timeout=60)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as error:
-            log.warning("rollout shutdown: %s", error)
+        self.rollout.shutdown()  # every node's worker stops its servers by pid
         for group in (self.actor, self.critic, self.reward_model):
             if group is not None:
                 group.shutdown()
-        ray.kill(self.rollout, no_restart=True)
         for pool in (self.pool, self.rollout_pool):
             if pool is not None:
                 pool.remove()

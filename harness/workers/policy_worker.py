@@ -57,10 +57,11 @@ class PolicyWorker(RankWorker):
             batch, minibatches, counts, micro_batch_size, "actor/loss",
             lambda count: partial(policy_loss, settings=settings, counts=count, vocab_size=self.spec.vocab_size))
 
-    def sync_weights(self, sink, version) -> None:
-        """The model-parallel ranks of data-parallel replica 0 export the policy; the sender feeds `sink`
-        (anything with `update_weights(stream, version)`)."""
+    def sync_weights(self, route: dict, version) -> None:
+        """The model-parallel ranks of data-parallel replica 0 export the policy; each rank in `route`
+        ({rank: sink}, the sending rank 0 first) feeds its sink (anything with
+        `update_weights(stream, version)`), the sender relaying the tensors to the others."""
         from harness.workers.weight_export import export_hf_weights, push_weights
 
-        stream = export_hf_weights(self.engine.chunks, self.spec)
-        push_weights(stream, sink, version)
+        stream = export_hf_weights(self.engine.chunks, self.spec, feeders=sorted(route))
+        push_weights(stream, route.get(torch.distributed.get_rank()), version)

@@ -31,18 +31,21 @@ class WorkerError(RuntimeError):
 class ResourcePool:
     """nnodes x ranks_per_node bundles; rank r lives on node r // ranks_per_node. One node: PACK.
     Several: each node's block of bundles is pinned to one Ray node (the driver's first), so the layout
-    is the one asked for even where a node could hold more (PACK alone would fill one node first)."""
+    is the one asked for even where a node could hold more (PACK alone would fill one node first).
+    strategy="STRICT_SPREAD": every bundle on a node of its own, nodes chosen by Ray."""
 
     def __init__(self, name: str, nnodes: int, ranks_per_node: int, use_gpu: bool, timeout_s: float = 120.0,
-                 gpus_per_bundle: int = 1):
+                 gpus_per_bundle: int = 1, strategy: str = "PACK"):
         self.name, self.use_gpu = name, use_gpu
         self.size = nnodes * ranks_per_node
         bundle = {"CPU": 1, "GPU": gpus_per_bundle} if use_gpu else {"CPU": 1}
         selectors = None
-        if nnodes > 1:
+        if nnodes > 1 and strategy == "PACK":
             nodes = _nodes_for(name, nnodes, ranks_per_node, bundle)
             selectors = [{NODE_ID_LABEL: node["NodeID"]} for node in nodes for _ in range(ranks_per_node)]
-        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK", name=f"harness-{name}",
+        # STRICT_SPREAD (one bundle per node, e.g. the rollout nodes of their own) leaves the choice of
+        # nodes to Ray: it sees which nodes the training pool already holds, the node list does not.
+        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy=strategy, name=f"harness-{name}",
                                      bundle_label_selector=selectors)
         try:
             ray.get(self.group.ready(), timeout=timeout_s)
@@ -53,12 +56,16 @@ class ResourcePool:
 
     def node_addresses(self) -> List[str]:
         """The IP address of the node of every bundle (rank), in rank order."""
-        ips = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
-        placed = placement_group_table(self.group)["bundles_to_node_id"]
-        return [ips[placed[index]] for index in range(self.size)]
+        ips = node_addresses()
+        return [ips[node] for node in self.bundle_nodes()]
 
     def strategy(self, index: int) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=index)
+
+    def bundle_nodes(self) -> List[str]:
+        """The Ray node id of each bundle (of each rank: rank i runs in bundle i)."""
+        nodes = placement_group_table(self.group)["bundles_to_node_id"]
+        return [nodes[index] for index in range(self.size)]
 
     def remove(self) -> None:
         remove_placement_group(self.group)
@@ -118,6 +125,11 @@ class WorkerGroup:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []
+
+
+def node_addresses() -> dict:
+    """{Ray node id: its address} of the live nodes."""
+    return {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
 
 
 def _nodes_for(pool: str, nnodes: int, ranks_per_node: int, bundle: dict) -> List[dict]:

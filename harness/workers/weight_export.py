@@ -11,12 +11,17 @@ tensor-parallel rank 0) gets tensors. Per parameter, in the mapping's order:
 The consumer (``SGLangEngine.update_weights``) buckets the stream and ships one bucket while the next
 is gathered.
 
-    stream = export_hf_weights(model_chunks, spec)
-    push_weights(stream, engine if stream.is_sender else None, version=step)
+Engines whose transport only opens on its own node (CUDA IPC / shared memory, and the embedded
+engine's hand-off) are fed by a rank on their node: ``feeders`` lists those ranks with the sender
+(global rank 0) first, and the sender broadcasts each HF tensor to them as it yields it, so every
+node's engine gets the same stream from a rank beside it.
+
+    stream = export_hf_weights(model_chunks, spec, feeders=(0, 8, 16, 24))
+    push_weights(stream, engine if stream.feeds else None, version=step)
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -27,10 +32,15 @@ from harness.models.sharding import global_names, unwrap
 from harness.models.named_tensors import NamedTensor, TensorInfo, WeightStream
 
 
+SENDER_RANK = 0  # first pipeline stage, tensor-parallel rank 0, data-parallel rank 0 in every rank order
+_RELAY_GROUPS: Dict[Tuple[int, ...], object] = {}
+
+
 class ShardedWeightStream(WeightStream):
     """A ``WeightStream`` that every participating rank must iterate (the others get nothing)."""
 
     is_sender: bool = False
+    feeds: bool = False  # this rank gets the tensors (the sender, and the feeders it relays to)
 
     def drain(self) -> None:
         for _ in self:
@@ -54,9 +64,18 @@ def _full_shape(p: Param, parameter, tp_size: int, spec) -> Tuple[int, ...]:
     return tuple(p.transform.unshard(shards, spec).shape)
 
 
-def export_hf_weights(chunks, spec: ModelSpec, dtype: Optional[torch.dtype] = None) -> ShardedWeightStream:
+def _relay_group(feeders: Tuple[int, ...]):
+    """The process group of the sender and the feeders, made once per set (every rank calls this)."""
+    if feeders not in _RELAY_GROUPS:
+        _RELAY_GROUPS[feeders] = dist.new_group(list(feeders))
+    return _RELAY_GROUPS[feeders]
+
+
+def export_hf_weights(chunks, spec: ModelSpec, dtype: Optional[torch.dtype] = None,
+                      feeders: Sequence[int] = (SENDER_RANK,)) -> ShardedWeightStream:
     """The stream of HF-named full tensors of the model held in ``chunks`` (see the module doc).
-    ``dtype``: cast on the sender (default: the parameters' own)."""
+    ``dtype``: cast on the sender (default: the parameters' own). ``feeders``: the ranks that feed
+    an engine, the sender first; every rank must pass the same ones."""
     from megatron.core import parallel_state as ps
 
     mapping = model_mapping(spec)
@@ -80,12 +99,23 @@ def export_hf_weights(chunks, spec: ModelSpec, dtype: Optional[torch.dtype] = No
     order = [p for p in mapping.params() if p.megatron_name in owners]
     is_sender = participates and pp_rank == 0 and tp_rank == 0
 
-    manifest = []
+    per_param: List[List[TensorInfo]] = []  # the manifest, parameter by parameter
     if is_sender:
         for p in order:
             shape, param_dtype = owners[p.megatron_name][1:]
             hf = mapping.to_hf(p, torch.empty(shape, device="meta", dtype=param_dtype))
-            manifest += [TensorInfo(n, dtype or param_dtype, tuple(t.shape)) for n, t in hf.items()]
+            per_param.append([TensorInfo(n, dtype or param_dtype, tuple(t.shape)) for n, t in hf.items()])
+    feeders = tuple(feeders)
+    if feeders[0] != SENDER_RANK or is_sender != (dist.get_rank() == SENDER_RANK):
+        raise ValueError(f"weight feeders {feeders} must start with the sending rank {SENDER_RANK}")
+    relay = _relay_group(feeders) if len(feeders) > 1 else None
+    if relay is not None and dist.get_rank() in feeders:
+        shared = [per_param]
+        dist.broadcast_object_list(shared, src=SENDER_RANK, group=relay)
+        per_param = shared[0]
+    elif relay is not None:
+        relay = None  # not a feeder: this rank takes part in the gathers only
+    feeds = is_sender or relay is not None
 
     def full_tensor(p: Param) -> Optional[torch.Tensor]:
         stage, shape, param_dtype = owners[p.megatron_name]
@@ -108,16 +138,24 @@ def export_hf_weights(chunks, spec: ModelSpec, dtype: Optional[torch.dtype] = No
         return value if is_sender else None
 
     def generate() -> Iterator[NamedTensor]:
-        if not participates:
-            return
-        for p in order:
-            full = full_tensor(p)
+        # Per parameter: its gathers and sends, then the broadcast of its HF tensors to the feeders. Every
+        # rank keeps this order, so the collectives of different groups never wait on each other.
+        for index in range(len(order) if participates else len(per_param) if feeds else 0):
+            full = full_tensor(order[index]) if participates else None
             if is_sender:
-                for name, tensor in mapping.to_hf(p, full).items():
-                    yield name, tensor if dtype is None else tensor.to(dtype)
+                for name, tensor in mapping.to_hf(order[index], full).items():
+                    tensor = (tensor if dtype is None else tensor.to(dtype)).contiguous()
+                    if relay is not None:
+                        dist.broadcast(tensor, src=SENDER_RANK, group=relay)
+                    yield name, tensor
+            elif feeds:
+                for info in per_param[index]:
+                    tensor = torch.empty(info.shape, dtype=info.dtype, device=_device_of(local))
+                    dist.broadcast(tensor, src=SENDER_RANK, group=relay)
+                    yield info.name, tensor
 
-    stream = ShardedWeightStream(manifest, generate())
-    stream.is_sender = is_sender
+    stream = ShardedWeightStream([info for infos in per_param for info in infos], generate())
+    stream.is_sender, stream.feeds = is_sender, feeds
     return stream
 
 
@@ -126,12 +164,18 @@ def _device_of(local) -> torch.device:
 
 
 def push_weights(stream: ShardedWeightStream, engine, version) -> None:
-    """Every participating rank calls this after ``export_hf_weights``: the sender feeds the rollout
-    engine (anything with ``update_weights(stream, version)``; may be None elsewhere), the others
-    take part in the gathers."""
-    if stream.is_sender:
-        if engine is None:
-            raise ValueError("the sending rank (first pipeline stage, TP rank 0, DP rank 0) needs the engine")
-        engine.update_weights(stream, version)
-    else:
+    """Every participating rank calls this after ``export_hf_weights``: the sender and the feeders feed
+    their rollout engine (anything with ``update_weights(stream, version)``; None elsewhere), the
+    others take part in the gathers. A rank whose engine fails still finishes its part of the
+    collectives, so the other ranks finish too instead of waiting forever."""
+    if not stream.feeds:
         stream.drain()
+        return
+    if engine is None:
+        raise ValueError(f"rank {dist.get_rank()} feeds a rollout engine (the sending rank: first pipeline stage, "
+                         "TP rank 0, DP rank 0; or a feeder) but was given none")
+    try:
+        engine.update_weights(stream, version)
+    except BaseException:
+        stream.drain()
+        raise

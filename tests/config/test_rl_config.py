@@ -60,7 +60,9 @@ def test_rl_config_loads_and_its_layouts_fit_the_world(path):
         assert arr.rollout.n > 1
     if "_32b" in name:  # 4 nodes of 8: all training (colocated) or 3 training + 1 rollout node (split)
         split = config.trainer.placement == "split"
-        assert world + (config.trainer.rollout_gpus_per_node if split else 0) == 32
+        assert world + config.rollout_gpus == 32 and config.rollout_gpus == (8 if split else 0)
+        # SGLang servers on every rollout node, filling its GPUs
+        assert arr.rollout.num_servers * arr.rollout.tensor_model_parallel_size == (config.rollout_gpus or world)
         assert arr.actor.megatron.sequence_parallel
         assert config.ray_init.address == "auto"
     if "qwen2.5" in name:
@@ -90,7 +92,7 @@ def test_grpo_qwen2_5_7b_settings():
 
 def test_32b_layouts():
     # The planner's layouts for 4 x 8 x 80 GB (each config says which command).
-    for name, layout in (("grpo_qwen2.5_32b.yaml", (8, 4, 1)), ("ppo_qwen2.5_32b.yaml", (8, 4, 1)),
+    for name, layout in (("grpo_qwen2.5_32b.yaml", (4, 8, 1)), ("ppo_qwen2.5_32b.yaml", (4, 8, 1)),
                          ("grpo_qwen2.5_32b_split.yaml", (2, 4, 3))):
         config = load(config_path(name))
         actor = config.actor_rollout_ref.actor.megatron

@@ -24,10 +24,11 @@ def _one_line_error(command, tmp_path, env=None):
 
 @pytest.mark.parametrize("arguments, expected", [
     (["--gpus-per-node", "6", *RL_PATHS],
-     "actor_rollout_ref.actor.megatron.tensor_model_parallel_size=8 does not divide the 6 ranks per node"),
+     "actor_rollout_ref.actor.megatron.tensor_model_parallel_size=4 does not divide the 6 ranks per node"),
     (["--nodes", "3", *RL_PATHS], "world size 24 is not divisible by tensor x pipeline x context parallel"),
     (["actor_rollout_ref.rollout.tensor_model_parallel_size=16", *RL_PATHS],
-     "actor_rollout_ref.rollout.tensor_model_parallel_size=16 does not divide the 8 ranks per node"),
+     "actor_rollout_ref.rollout.tensor_model_parallel_size=16 > trainer.n_gpus_per_node=8: an SGLang server never "
+     "spans nodes"),
     (["actor_rollout_ref.actor.ppo_mini_batchsize=4", *RL_PATHS], "did you mean 'actor_rollout_ref.actor.ppo_mini_batch_size'"),
     (["data.train_files=/shared/t.parquet"], "actor_rollout_ref.model.path is required"),
     (["--memory-per-node", "lots", *RL_PATHS], "--memory-per-node 'lots': not a Kubernetes quantity"),

@@ -87,7 +87,13 @@ def _assert_valid_rl(plan, spec, cluster):
     assert config.data.train_batch_size % arr.actor.ppo_mini_batch_size == 0
     rollout = arr.rollout
     assert spec.num_attention_heads % rollout.tensor_model_parallel_size == 0
-    assert rollout.tensor_model_parallel_size * rollout.num_servers <= cluster.gpus_per_node
+    # Servers on every rollout node, none spanning two, filling the rollout GPUs.
+    nodes = config.rollout_nodes()
+    assert nodes.servers == rollout.num_servers and nodes.servers_per_node * rollout.tensor_model_parallel_size \
+        <= min(nodes.gpus_per_node, cluster.gpus_per_node)
+    rollout_gpus = config.rollout_gpus or config.world_size
+    assert rollout.num_servers * rollout.tensor_model_parallel_size == rollout_gpus
+    assert plan.layout["rollout"]["nodes"] == nodes.nodes
     assert plan.fits and plan.per_gpu_gb <= cluster.gpu_mem_gb
     # The proposal is a config that loads and evaluates to the same verdict.
     again = evaluate_rl(config, spec, cluster)
@@ -121,6 +127,20 @@ def test_sft_proposals_are_valid():
         assert plan.config.data.train_batch_size % dp == 0 and plan.fits
 
 
+def test_generation_spreads_over_the_servers_of_every_node():
+    spec = spec_of("Qwen2.5-32B")
+    tp4 = ("actor_rollout_ref.rollout.tensor_model_parallel_size=4",)
+    plans = {servers: evaluate_rl(rl_config("grpo_qwen2.5_32b.yaml", *tp4, f"actor_rollout_ref.rollout.num_servers={servers}"),
+                                  spec, H100_32) for servers in (4, 8)}
+    assert plans[8].layout["rollout"]["servers_per_node"] == 2 and plans[4].layout["rollout"]["nodes"] == 4
+    assert plans[8].step["generation_s"] < plans[4].step["generation_s"] * 0.75
+    # A count that does not spread evenly over the nodes is a reason, not a crash.
+    odd = evaluate_rl(rl_config("grpo_qwen2.5_32b.yaml"), spec, H100_32)
+    odd.config.actor_rollout_ref.rollout.num_servers = 3
+    reasons = " | ".join(evaluate_rl(odd.config, spec, H100_32).reasons)
+    assert "num_servers=3 does not spread evenly over the 4 rollout nodes (trainer.nnodes)" in reasons, reasons
+
+
 def test_oversized_config_refused_with_figures():
     config = rl_config("grpo_qwen2.5_32b.yaml", "trainer.nnodes=1",
                        "actor_rollout_ref.actor.megatron.tensor_model_parallel_size=1",
@@ -129,7 +149,7 @@ def test_oversized_config_refused_with_figures():
     plan = evaluate_rl(config, spec_of("Qwen2.5-32B"), Cluster(num_gpus=8, gpu_mem_gb=80))
     assert not plan.fits
     reason = next(r for r in plan.reasons if "GB >" in r)
-    # "actor grads 122.1 GB + ... = N GB > 80 GB per training GPU ... at actor TP=1 PP=1, rollout TP=8 x 1"
+    # "actor grads 122.1 GB + ... = N GB > 80 GB per training GPU ... at actor TP=1 PP=1, rollout TP=8 x 1 servers"
     assert "actor grads 122.1 GB" in reason and "> 80 GB" in reason and "at actor TP=1 PP=1" in reason, reason
 
 
@@ -143,6 +163,7 @@ def test_layout_and_batch_mismatches_are_reasons():
     assert "rollout.max_model_len=1024 < max_prompt_length + max_response_length = 3072" in reasons
     odd = rl_config("grpo_qwen2.5_32b.yaml", "actor_rollout_ref.actor.ppo_mini_batch_size=3",
                     "data.train_batch_size=3", "actor_rollout_ref.rollout.n=1",
+                    "actor_rollout_ref.actor.megatron.tensor_model_parallel_size=8",
                     "actor_rollout_ref.actor.megatron.pipeline_model_parallel_size=2")
     reasons = " | ".join(evaluate_rl(odd, spec, H100_32).reasons)
     assert "ppo_mini_batch_size x rollout.n = 3 sequences is not divisible by data-parallel size 2" in reasons

@@ -50,17 +50,25 @@ def teacher_forced_logprobs(chunks, spec, sequences):
     return out or None
 
 
-def export_into_embedded(hf_dir: str, tp: int, pp: int, scale: float):
-    """Exports the actor into an in-process engine on rank 0; returns its state dict there."""
+def export_into_embedded(hf_dir: str, tp: int, pp: int, scale: float, feeders=(0,), failing_rank=None):
+    """Exports the actor into an in-process engine on each feeder rank (rank 0 relays to the others);
+    returns its state dict there (None elsewhere). The engine of `failing_rank` refuses the stream at
+    once: that rank reports the error after taking its part, and the others finish."""
     from harness.config.rollout import RolloutConfig
     from harness.rollout.embedded_engine import EmbeddedEngine
 
     spec, chunks = build_actor(hf_dir, tp, pp, scale)
+    rank = torch.distributed.get_rank()
     try:
-        stream = export_hf_weights(chunks, spec)
+        stream = export_hf_weights(chunks, spec, feeders=feeders)
         engine = EmbeddedEngine(RolloutConfig(name="embedded", model_path=hf_dir, dtype="float32")) \
-            if stream.is_sender else None
-        push_weights(stream, engine, version=1)
+            if stream.feeds else None
+        if rank == failing_rank:
+            engine.update_weights = lambda weights, version: (_ for _ in ()).throw(RuntimeError("engine refused"))
+        try:
+            push_weights(stream, engine, version=1)
+        except RuntimeError as error:
+            return f"raised: {error}"
         return {n: t.clone() for n, t in engine.model.state_dict().items()} if engine else None
     finally:
         destroy_model_parallel()

@@ -23,3 +23,28 @@ def test_export_reproduces_hf_weights(rank_group, tiny_qwen2, tp, pp):
     for name, tensor in reference.items():
         expected = tensor.float() if "norm" in name else tensor.float() * 1.5
         torch.testing.assert_close(received[name], expected, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)])
+def test_a_feeder_on_another_node_gets_the_same_weights(rank_group, tiny_qwen2, tp, pp):
+    """Engines that only the ranks of their own node can reach: rank 0 relays every tensor to rank 1,
+    which feeds its own engine; at PP=2 rank 1 is also the stage that sends its layers to rank 0."""
+    results = rank_group.run("tests.rollout.rank_checks:export_into_embedded", timeout=180,
+                             hf_dir=tiny_qwen2, tp=tp, pp=pp, scale=1.5, feeders=(0, 1))
+    reference = hf_state_dict(tiny_qwen2)
+    for received in results:
+        assert set(received) == set(reference)
+        for name, tensor in reference.items():
+            expected = tensor.float() if "norm" in name else tensor.float() * 1.5
+            torch.testing.assert_close(received[name], expected, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_a_failing_engine_leaves_no_rank_waiting(rank_group, tiny_qwen2, failing_rank):
+    """The rank whose engine fails still takes its part in the relay: the other rank's engine gets
+    every weight, and the failure is reported (within the bound, not after a collective's timeout)."""
+    results = rank_group.run("tests.rollout.rank_checks:export_into_embedded", timeout=120,
+                             hf_dir=tiny_qwen2, tp=1, pp=2, scale=1.5, feeders=(0, 1), failing_rank=failing_rank)
+    assert results[failing_rank] == "raised: engine refused"
+    received, reference = results[1 - failing_rank], hf_state_dict(tiny_qwen2)
+    assert set(received) == set(reference)

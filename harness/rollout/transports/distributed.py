@@ -59,19 +59,23 @@ def wait_all(futures: List[Future], works: list, timeout_s: float, what: str) ->
 class DistributedTransport(WeightTransport):
     group = None
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.pool = ThreadPoolExecutor(max(4, config.num_servers + 1), thread_name_prefix="weight-sync")
+    pool, pool_size = None, 0
 
     def open(self, servers, tp_sizes, version):
         super().open(servers, tp_sizes, version)
+        if self.pool_size <= len(servers):
+            # A thread per server's HTTP call and one for this side's join: all block until every rank arrives.
+            if self.pool is not None:
+                self.pool.shutdown(wait=False)
+            self.pool_size = len(servers) + 4
+            self.pool = ThreadPoolExecutor(self.pool_size, thread_name_prefix="weight-sync")
         if self.group is None:
             self._create_group()
 
     def _create_group(self):
         self.group_name = f"harness-weights-{uuid.uuid4().hex[:8]}"
         self.backend = "nccl" if self.config.resolved_device() == "cuda" else "gloo"
-        address = self.config.host
+        address = self.config.host  # the sending process's address, which every server's node reaches
         port = free_port(address)
         world_size = 1 + sum(self.tp_sizes)
         offsets = [1 + sum(self.tp_sizes[:i]) for i in range(len(self.servers))]
