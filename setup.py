@@ -22,10 +22,13 @@ setup(
             "transformers>=4.51",
             "tokenizers>=0.21",
             "safetensors>=0.4",
-            "ray>=2.40",  # RL workers (python -m harness.main_ppo)
+            "ray>=2.49",  # RL workers (python -m harness.main_ppo); node labels place multi-node pools
             "matplotlib>=3.8",  # report plots
         ],
-        "launch": ["ray[default]>=2.40"],
+        # Slurm / Kubernetes / NeMo-Run launchers and their manifest checks. nemo-run is exact: the
+        # launchers build on its 0.11 executors; leptonai 0.47 breaks `import nemo_run`.
+        "launch": ["ray[default]>=2.49", "nemo-run==0.11.1", "leptonai<0.28", "kubernetes>=30",
+                   "kubernetes-validate>=1.31", "jsonschema>=4.18"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
     },
 )

@@ -13,13 +13,13 @@ and at most `--max-accuracy` (a solved task leaves nothing to learn).
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import List, Optional
 
 BATCH_SIZE = 256  # sequences per generation batch
+
 
 def as_hf_directory(path: str, scratch: str) -> str:
     """An HF model directory for `path`: itself, or its export when it is a harness checkpoint."""
@@ -140,17 +140,23 @@ def main(argv=None) -> int:
     parser.add_argument("--min-accuracy", type=float, default=0.05)
     parser.add_argument("--max-accuracy", type=float, default=0.95)
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.data):
-        parser.error(f"--data {args.data}: no such file")
+    from harness.config.refusal import refuse
+    from harness.data import DataError
+    from harness.trainer import preflight
 
+    if preflight.refused(preflight.check_evaluate, args):
+        return 2
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, path in (("base", args.compare_with), ("checkpoint", args.checkpoint_path)):
             if path:
-                result = evaluate_model(
-                    as_hf_directory(path, scratch), args.data, args.max_new_tokens, args.limit, args.engine,
-                    samples_per_prompt=args.samples, temperature=args.temperature,
-                )
+                try:
+                    result = evaluate_model(
+                        as_hf_directory(path, scratch), args.data, args.max_new_tokens, args.limit, args.engine,
+                        samples_per_prompt=args.samples, temperature=args.temperature,
+                    )
+                except DataError as error:
+                    return refuse(f"data error: {error}")
                 results.append({"name": name, **result})
     report = {r["name"]: r for r in results}
     report["verdict"] = verdict(report["checkpoint"], args.min_accuracy, args.max_accuracy)

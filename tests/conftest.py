@@ -1,6 +1,7 @@
 import pytest
 
 from tests.support.multirank import RankGroup
+from tests.support.slurm_cluster import slurm_cluster  # noqa: F401  (the session's two-node Slurm cluster)
 
 
 @pytest.fixture(scope="module")

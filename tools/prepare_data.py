@@ -6,8 +6,9 @@
     python tools/prepare_data.py validate FILE [FILE ...] [--kind sft|rl] [--tokenizer DIR] [--max-length N]
 
 Each preprocessor writes sft_train.parquet, sft_val.parquet, rl_train.parquet and rl_val.parquet into
---out, then validates them. ``validate`` reports every problem with its file, 0-based row and column.
-Exit codes: 0 fine, 1 invalid data, 2 bad input or arguments.
+--out, then validates them. ``validate`` reports every problem with its file, 0-based row and column;
+rows repeating an earlier one are a warning with a count (the data trains as it is).
+Exit codes: 0 fine (warnings included), 1 invalid data, 2 bad input or arguments.
 """
 import argparse
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.data.formats import DataError, SFTColumns  # noqa: E402
 from harness.data.preprocessors import PREPROCESSORS, drop_repeats, write_splits  # noqa: E402
-from harness.data.validation import format_report, validate_files  # noqa: E402
+from harness.data.validation import errors_and_warnings, format_report, validate_files, warning_summary  # noqa: E402
 
 
 def _count(text: str) -> int:
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--kind", choices=["sft", "rl"], help="default: rl when a file has reward_model")
     check.add_argument("--tokenizer", help="HF tokenizer directory, to check lengths after the chat template")
     check.add_argument("--max-length", type=int, help="max tokens of an SFT chat / an RL prompt (needs --tokenizer)")
-    check.add_argument("--allow-duplicates", action="store_true")
+    check.add_argument("--allow-duplicates", action="store_true", help="do not look for repeated rows")
     check.add_argument("--prompt-key", default="prompt")
     check.add_argument("--response-key", default="response")
     check.add_argument("--messages-key", default="messages")
@@ -62,8 +63,11 @@ def validate(args) -> int:
     columns = SFTColumns(args.prompt_key, args.response_key, args.messages_key)
     tables, problems = validate_files(args.files, args.kind, columns=columns, tokenizer=tokenizer,
                                       max_length=args.max_length, allow_duplicates=args.allow_duplicates)
-    if problems:
-        print(format_report(problems), file=sys.stderr)
+    errors, warnings = errors_and_warnings(problems)
+    if warnings:
+        print(f"warning: {warning_summary(warnings)}", file=sys.stderr)
+    if errors:
+        print(format_report(errors), file=sys.stderr)
         return 1
     for path, table in tables:
         print(f"{path}: {table.num_rows} rows, columns {', '.join(table.column_names)}: ok")
@@ -76,11 +80,11 @@ def prepare(args) -> int:
         if count:
             print(f"dropped {count} row(s) of {name} repeating an earlier row")
     written = write_splits(splits, args.out)
-    _, problems = validate_files([str(path) for path in written.values()])
+    errors, _ = errors_and_warnings(validate_files([str(path) for path in written.values()])[1])
     for name, path in written.items():
         print(f"wrote {path} ({len(splits[name])} rows)")
-    if problems:
-        print(format_report(problems), file=sys.stderr)
+    if errors:
+        print(format_report(errors), file=sys.stderr)
         return 1
     return 0
 

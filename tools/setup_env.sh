@@ -27,12 +27,20 @@ pins=(
   "tensorboard==2.21.0"
   "rich==15.0.0"
   "wandb==0.31.0"
-  "ray==2.60.0"
+  "ray[default]==2.60.0"  # [default]: the dashboard and job server (RayJob submission, `ray job submit`)
   "matplotlib==3.11.2"
   "pyyaml>=6"
   "pytest==9.0.3"
   "pytest-timeout==2.4.0"
   "hypothesis==6.155.2"
+  # launchers (setup.py's `launch` extra): NeMo-Run experiments, manifest validation. leptonai 0.47
+  # breaks `import nemo_run`; nemo-run's torchx holds urllib3 below 1.27, which kubernetes accepts
+  # only when resolved here together (notes/cluster.md).
+  "nemo-run==0.11.1"
+  "leptonai<0.28"
+  "kubernetes==36.0.3"
+  "kubernetes-validate==1.37.0"
+  "jsonschema==4.26.0"
 )
 stamp="$venv/.harness-env-$(printf '%s\n' "${pins[@]}" | cat - "$root/setup.py" | sha1sum | cut -c1-12)"
 

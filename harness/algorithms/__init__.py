@@ -43,10 +43,66 @@ reward_model.overlong_buffer.enable, len, penalty_factor
                                    ``overlong_reward_penalty(overlong_buffer_len=, overlong_penalty_factor=)``
 algorithm.reward_dpo_coef, reward_gt_coef, reward_model.model.beta_train (verl's PRIME recipe)
                                    ``reward_dpo_coef``, ``reward_gt_coef``, ``prime_beta`` of prime
+
+Where this differs from verl 0.9.1 (``verl.trainer.ppo.core_algos``), on purpose
+-------------------------------------------------------------------------------
+Everything else agrees with verl to <= 1e-6 (float32) on the same inputs, right-padded or with
+masked stretches inside responses: ``python benchmarks/algorithms_bench.py --verl-site ...``.
+As verl: outcome estimators sum ``token_level_rewards`` over the whole row (they hold 0 outside
+the mask); a masked stretch (multi-turn tool output) carries REINFORCE++ / ReMax / PRIME returns
+and GAE across it; GSPO's sequence ratio takes the unclamped mean log-ratio; REINFORCE++-baseline
+returns its whitened advantages; a sample alone in its group gets baseline 0 in
+REINFORCE++-baseline and OPO.
+
+====================  ==============================  ============================  ==============================
+what                  verl 0.9.1                      here                          why
+====================  ==============================  ============================  ==============================
+values on masked      GAE: the carried advantage,     0 in the advantages and       nothing reads them (losses
+tokens                returns A + V; ReMax: the       returns of every estimator    mask them); zeros keep later
+                      reward-to-go; whitening leaves                                sums and metrics clean
+                      them non-zero
+
+a group of one        mean 0, std 1: GRPO trains on   error naming the sample       there is no baseline: n = 1 is
+sample in grpo,       the raw reward (RLOO: 0 or the  (rollout.n > 1)               a config error, not a silent
+rloo, prime           raw reward)                                                   REINFORCE
+
+gpg's alpha           B / samples with a non-zero     B / samples in groups whose   the paper (Chu et al. 2025):
+                      reward; a sample alone gets     rewards differ; a sample      an all-equal group, one sample
+                      alpha x its raw reward          alone gets 0                  included, carries no signal
+
+prime                 verl's PRIME recipe             the paper's leave-one-out     Cui et al. 2025, eq. 5
+                                                      baselines, process and
+                                                      outcome
+
+CISPO                 0 (a placeholder)               share of tokens whose IS      the lower bound is the knob
+pg_clipfrac_lower                                     weight is clipped at 1 -      the paper drops: this shows
+                                                      clip_ratio_low                whether it acts
+
+PPO gradient where r  half (torch.maximum splits      full                          a measure-zero tie; the fused
+== clip_ratio_c       ties)                                                         loss has one rule
+exactly (A < 0)
+
+what the PPO          log_prob, and old_log_prob if   log_prob only                 old log-probs, advantages and
+gradient reaches      it requires grad                                              IS weights are data
+
+whitening fewer than  raises                          variance 0: the whitened      a degenerate micro-batch is
+2 tokens                                              values are 0                  not an error
+
+mismatch correction   rollout_correction.rollout_is:  rollout_is = tis, cap 2,      TIS only caps weights, and
+                      null (off); cap 2.0 when set    whenever rollout log-probs    rollout engines (bf16/fp8
+                                                      are given                     kernels) are always a little
+                                                                                    off-policy
+
+loss_agg_mode=token-  provided                        not provided                  token-sum's scale depends on
+sum, kl k3+                                                                         how DP ranks average gradients
+(straight-through)                                                                  (verl: x dp_size); k3+ changes
+                                                                                    only gradients: add them with
+                                                                                    a recipe that needs them
+====================  ==============================  ============================  ==============================
 """
 from .advantages import (ADV_ESTIMATORS, compute_advantage, discounted_returns, implicit_process_rewards,
                          register_adv_est)
-from .aggregation import AGGREGATION_MODES, aggregate_loss, global_batch_counts
+from .aggregation import AGGREGATION_MODES, aggregate_loss, global_batch_counts, sequence_weights
 from .dapo import informative_group_mask, oversampled_prompt_count, overlong_reward_penalty, take_full_groups
 from .kl import (KL_CONTROLLERS, KL_ESTIMATORS, AdaptiveKLController, FixedKLController, apply_kl_penalty,
                  build_kl_controller, kl_loss, kl_penalty)
@@ -68,5 +124,5 @@ __all__ = [
     "group_reward_metrics", "implicit_process_rewards", "informative_group_mask", "kl_loss", "kl_penalty",
     "load_callable", "masked_mean", "masked_statistics", "masked_sum", "masked_whiten", "mismatch_metrics",
     "overlong_reward_penalty", "oversampled_prompt_count", "ppo_kl", "register_adv_est",
-    "register_policy_loss", "take_full_groups", "value_loss",
+    "register_policy_loss", "sequence_weights", "take_full_groups", "value_loss",
 ]

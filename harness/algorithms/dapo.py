@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .tensor_ops import as_group_ids, check_finite
+from .tensor_ops import as_group_ids, check_finite, to_samples
 
 
 def informative_group_mask(sequence_rewards: torch.Tensor, group_index) -> torch.Tensor:
@@ -28,7 +28,7 @@ def informative_group_mask(sequence_rewards: torch.Tensor, group_index) -> torch
     shape = (num_groups,)
     maximum = sequence_rewards.new_full(shape, -float("inf")).scatter_reduce(0, group_ids, sequence_rewards, "amax")
     minimum = sequence_rewards.new_full(shape, float("inf")).scatter_reduce(0, group_ids, sequence_rewards, "amin")
-    return (maximum > minimum)[group_ids]
+    return to_samples(maximum > minimum, group_ids)
 
 
 def take_full_groups(group_index, num_groups: int) -> torch.Tensor:
@@ -42,7 +42,7 @@ def take_full_groups(group_index, num_groups: int) -> torch.Tensor:
     first_seen = first_seen.scatter_reduce(0, group_ids, positions, "amin")
     appearance_rank = torch.empty_like(first_seen)
     appearance_rank[torch.argsort(first_seen)] = torch.arange(total, device=group_ids.device)
-    return appearance_rank[group_ids] < num_groups
+    return to_samples(appearance_rank, group_ids) < num_groups
 
 
 def oversampled_prompt_count(missing_groups: int, keep_rate: float, gen_batch_size: int,

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .aggregation import Count, aggregate_loss
-from .metrics import clip_fraction, log_ratio, ppo_kl
+from .aggregation import Count, aggregate_loss, sequence_weights
+from .metrics import LOG_RATIO_BOUND, clip_fraction, log_ratio, ppo_kl
 from .registry import Registry, call_with_accepted_kwargs
 from .tensor_ops import masked_mean, masked_sum
 
@@ -37,6 +37,52 @@ def _weighted(losses: torch.Tensor, rollout_is_weights: torch.Tensor | None) -> 
     return losses if rollout_is_weights is None else losses * rollout_is_weights.detach()
 
 
+class _DualClipPPO(torch.autograd.Function):
+    """Dual-clip PPO in whole-tensor passes over three reused buffers, its gradient found on the way.
+
+    Per token, with u = A r the unclipped objective, the objective is
+        o = max(min(u, A clip(r, 1 - low, 1 + high)), min(A c, 0)),
+    PPO's clipped objective floored at A c where A < 0 (Ye et al. 2020). Its derivative in log pi is
+    u where o == u and the log-ratio clamp passes it (|log r| <= bound), else 0; the loss is
+    -sum_t W_t o_t with W = mask x sequence weight x IS weight. Autograd through the same formula
+    keeps a dozen [batch, len] temporaries; on CPU each fresh one costs more than its arithmetic.
+    """
+
+    @staticmethod
+    def forward(ctx, log_prob, old_log_prob, advantages, response_mask, weights, rollout_is_weights,
+                low, high, clip_ratio_c):
+        unclipped = torch.sub(log_prob, old_log_prob)
+        ratio = unclipped.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
+        wants_gradient = ctx.needs_input_grad[0]
+        clamped = torch.ne(ratio, unclipped) if wants_gradient else None
+        log_ratio_sum = torch.mul(ratio, response_mask, out=unclipped).sum()
+        torch.mul(advantages, ratio.exp_(), out=unclipped)
+        objective = torch.clamp(ratio, 1 - low, 1 + high).mul_(advantages)
+        torch.minimum(unclipped, objective, out=objective)
+        dual_clip_bound = torch.mul(advantages, clip_ratio_c, out=ratio).clamp_(max=0)
+        torch.maximum(objective, dual_clip_bound, out=objective)
+        valid = response_mask.bool()
+        flag = torch.lt(objective, unclipped)
+        clipped = torch.count_nonzero(flag.logical_and_(valid))  # a bool .sum() would copy to int64 first
+        lower_clipped = torch.count_nonzero(torch.gt(objective, unclipped, out=flag).logical_and_(valid))
+        if wants_gradient:  # where the gradient is 0: clipped, or the log-ratio clamped
+            torch.ne(objective, unclipped, out=flag).logical_or_(clamped)
+        token_weights = torch.mul(response_mask, weights.unsqueeze(-1), out=ratio)
+        if rollout_is_weights is not None:
+            token_weights.mul_(rollout_is_weights)
+        loss = objective.mul_(token_weights).sum().neg_()
+        if wants_gradient:
+            ctx.gradient = token_weights.mul_(unclipped).masked_fill_(flag, 0.0).neg_()
+            ctx.dtype = log_prob.dtype
+        ctx.mark_non_differentiable(clipped, lower_clipped, log_ratio_sum)
+        return loss, clipped, lower_clipped, log_ratio_sum
+
+    @staticmethod
+    def backward(ctx, grad_loss, *unused):
+        gradient = ctx.gradient.mul(grad_loss).to(ctx.dtype)
+        return gradient, None, None, None, None, None, None, None, None
+
+
 @register_policy_loss("vanilla", "ppo")
 def ppo_clip_loss(*, old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
                   response_mask: torch.Tensor, clip_ratio: float = 0.2, clip_ratio_low: float | None = None,
@@ -47,29 +93,20 @@ def ppo_clip_loss(*, old_log_prob: torch.Tensor, log_prob: torch.Tensor, advanta
     """PPO clip, asymmetric bounds (DAPO clip-higher), dual-clip for negative advantages.
 
     L = max(-A r, -A clip(r, 1-low, 1+high)); for A < 0 it is further capped at -A c (Ye et al. 2020).
+    The gradient flows into ``log_prob`` only (old log-probs, advantages and IS weights are data).
     """
     if clip_ratio_c <= 1.0:
         raise ValueError(f"clip_ratio_c must be > 1 for dual-clip PPO, got {clip_ratio_c}")
     low, high = _clip_bounds(clip_ratio, clip_ratio_low, clip_ratio_high)
-    token_log_ratio = log_ratio(log_prob, old_log_prob)
-    ratio = torch.exp(token_log_ratio)
-    # Written as the objective to maximise (A r terms), negated once after the linear aggregation:
-    # the same loss with fewer passes over [batch, len], which bound this function's speed.
-    advantages = advantages.detach()
-    unclipped = advantages * ratio
-    clipped = advantages * torch.clamp(ratio, 1 - low, 1 + high)
-    clipped_objective = torch.minimum(unclipped, clipped)
-    # A c for A < 0, and 0 for A >= 0 where A r is already >= 0: one max, no branch.
-    dual_clip_bound = (advantages * clip_ratio_c).clamp_(max=0)
-    objective = torch.maximum(clipped_objective, dual_clip_bound)
-    loss = -aggregate_loss(_weighted(objective, rollout_is_weights), response_mask, loss_agg_mode,
-                           global_token_count=global_token_count, global_seq_count=global_seq_count,
-                           loss_scale_factor=loss_scale_factor)
-    return loss, {
-        "pg_clipfrac": clip_fraction(unclipped, clipped, response_mask),
-        "pg_clipfrac_lower": clip_fraction(dual_clip_bound, clipped_objective, response_mask),
-        "ppo_kl": ppo_kl(token_log_ratio, response_mask),
-    }
+    weights = sequence_weights(response_mask, loss_agg_mode, global_token_count=global_token_count,
+                               global_seq_count=global_seq_count, loss_scale_factor=loss_scale_factor)
+    detached = None if rollout_is_weights is None else rollout_is_weights.detach()
+    loss, clipped, lower_clipped, log_ratio_sum = _DualClipPPO.apply(
+        log_prob, old_log_prob.detach(), advantages.detach(), response_mask, weights, detached,
+        low, high, clip_ratio_c)
+    tokens = response_mask.sum().clamp(min=1)
+    return loss, {"pg_clipfrac": clipped / tokens, "pg_clipfrac_lower": lower_clipped / tokens,
+                  "ppo_kl": -log_ratio_sum / tokens}
 
 
 @register_policy_loss("gspo")
@@ -84,7 +121,8 @@ def gspo_loss(*, old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages:
     gradient of eq. (GSPO-token). The paper's clip range is tiny (3e-4 / 4e-4): set it.
     """
     low, high = _clip_bounds(clip_ratio, clip_ratio_low, clip_ratio_high)
-    token_log_ratio = log_ratio(log_prob, old_log_prob)
+    # Unclamped, as the paper's s_i: exp only follows the mean and the bound below, so nothing overflows.
+    token_log_ratio = log_prob - old_log_prob
     lengths = response_mask.sum(-1).clamp(min=1).to(log_prob.dtype)
     sequence_log_ratio = masked_sum(token_log_ratio, response_mask, dim=-1) / lengths
     token_form = sequence_log_ratio.detach().unsqueeze(-1) + log_prob - log_prob.detach()

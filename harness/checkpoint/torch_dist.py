@@ -18,11 +18,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from harness.checkpoint.layout import MARKER
 from harness.models.sharding import unwrap
 from harness.parallel.patch_sites import Site, check_sites
 
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True}
-MARKER = "harness_checkpoint.json"
 
 SITES = (
     Site(

@@ -58,6 +58,12 @@ class ParallelConfig:
         return {"recompute_granularity": self.recompute_granularity, "recompute_method": self.recompute_method,
                 "recompute_num_layers": self.recompute_num_layers}
 
+    def same_layout(self, other: "ParallelConfig") -> bool:
+        """Same sharding of the weights (recompute and optimizer settings aside)."""
+        keys = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "virtual_pipeline_model_parallel_size",
+                "sequence_parallel", "context_parallel_size")
+        return all(getattr(self, key) == getattr(other, key) for key in keys)
+
     @property
     def model_parallel_size(self) -> int:
         return self.tensor_model_parallel_size * self.pipeline_model_parallel_size * self.context_parallel_size

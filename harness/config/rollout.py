@@ -8,12 +8,38 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 ENGINES = ("sglang", "embedded")
+SECTION = "actor_rollout_ref.rollout"
 TRANSPORTS = ("tensor", "distributed", "disk")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def default_sglang_python() -> str:
     return os.environ.get("HARNESS_SGLANG_PYTHON", os.path.join(REPO_ROOT, ".venv-sglang", "bin", "python"))
+
+
+def check_sampling(section: str, temperature: float, top_p: float, top_k: int) -> None:
+    from harness.config.checks import check_range
+
+    check_range(f"{section}.temperature", temperature, 0)
+    check_range(f"{section}.top_p", top_p, 0, 1, low_open=True)
+    if top_k != -1 and top_k < 1:
+        raise ValueError(f"{section}.top_k={top_k}: must be -1 (off) or at least 1")
+
+
+@dataclass
+class ValKwargsConfig:
+    """verl's `rollout.val_kwargs`: how validation prompts are answered (greedy unless do_sample)."""
+
+    do_sample: bool = False
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = -1
+    n: int = 1  # samples per validation prompt; the metrics average over them (mean@n)
+
+    def __post_init__(self):
+        check_sampling(f"{SECTION}.val_kwargs", self.temperature, self.top_p, self.top_k)
+        if self.n < 1:
+            raise ValueError(f"{SECTION}.val_kwargs.n={self.n}: must be >= 1")
 
 
 @dataclass
@@ -30,6 +56,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = -1
     response_length: int = 512
+    val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
     # Servers: launched here (num_servers) or existing ones (server_urls), optionally behind a router.
     num_servers: int = 1
     server_urls: List[str] = field(default_factory=list)
@@ -56,7 +83,8 @@ class RolloutConfig:
 
     def __post_init__(self):
         if self.name not in ENGINES:
-            raise ValueError(f"actor_rollout_ref.rollout.name={self.name!r}: choose one of {ENGINES}")
+            hint = " (vLLM is not used here: SGLang serves the same models)" if self.name == "vllm" else ""
+            raise ValueError(f"{SECTION}.name={self.name!r}: choose one of {ENGINES}{hint}")
         if self.weight_transport not in TRANSPORTS:
             raise ValueError(f"actor_rollout_ref.rollout.weight_transport={self.weight_transport!r}: "
                              f"choose one of {TRANSPORTS}")
@@ -64,6 +92,9 @@ class RolloutConfig:
                     "bucket_size_mb", "n"):
             if getattr(self, key) < 1:
                 raise ValueError(f"actor_rollout_ref.rollout.{key}={getattr(self, key)}: must be >= 1")
+        check_sampling(SECTION, self.temperature, self.top_p, self.top_k)
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"{SECTION}.gpu_memory_utilization={self.gpu_memory_utilization}: must be within (0, 1]")
 
     @property
     def bucket_bytes(self) -> int:

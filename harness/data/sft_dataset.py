@@ -19,7 +19,7 @@ from harness.data.chat_render import render_sft, sft_chat, tokenize_with_mask
 from harness.data.formats import DataError, SFTColumns
 from harness.data.validation import Problem, check_files, raise_if_problems
 
-TRUNCATION_MODES = ("error", "right")
+TRUNCATION_MODES = ("error", "left", "right")  # verl's: left keeps the end of a chat, right its start
 
 
 @dataclass
@@ -53,12 +53,13 @@ def _tokenize(rows: list[dict], tokenizer, max_length: int, truncation: str, col
     too_long = [index for index, ids in enumerate(all_ids) if len(ids) > max_length]
     if truncation == "error":
         problems = [Problem(*sources[i], None, f"{len(all_ids[i])} tokens, over max_length={max_length} "
-                            "(or set truncation='right')") for i in too_long]
+                            "(or set truncation='left' or 'right')") for i in too_long]
         if problems:
             return SFTDataset([], [], []), problems
     dataset = SFTDataset([], [], [], {"rows": len(rows), "truncated": len(too_long), "dropped_without_loss": 0})
+    kept = slice(-max_length, None) if truncation == "left" else slice(None, max_length)
     for ids, mask, source in zip(all_ids, all_masks, sources):
-        ids, mask = ids[:max_length], mask[:max_length]
+        ids, mask = ids[kept], mask[kept]
         if not any(mask[1:]):  # the first token is never a label, so it cannot carry loss
             dataset.stats["dropped_without_loss"] += 1
             continue
@@ -73,7 +74,8 @@ def tokenize_sft(rows: list[dict], tokenizer, *, max_length: int, truncation: st
     """Renders and tokenizes validated SFT rows (all in one layout: prompt/response or messages).
 
     ``truncation="error"`` raises ``DataError`` naming every row longer than ``max_length`` tokens;
-    ``"right"`` cuts them, and drops (and counts) those left without any loss token. ``sources``:
+    ``"left"`` / ``"right"`` cut them to their last / first ``max_length`` tokens, and drop (and count)
+    those left without any loss token. ``sources``:
     ``(file, row)`` of each row, for messages (default ``("<rows>", i)``).
     """
     dataset, problems = _tokenize(rows, tokenizer, max_length, truncation, columns,

@@ -5,12 +5,14 @@ Used by ``tools/prepare_data.py validate`` and by the trainers before any comput
     tables = check_files(config.data.train_files, "sft", tokenizer=tokenizer, max_length=2048)
 
 Checked: the file reads as parquet, the columns exist with the right types, no value is missing or
-empty, chats have known roles, no row repeats an earlier one, and (given a tokenizer and a length)
-no row is longer than allowed once rendered with the chat template.
+empty, chats have known roles, and (given a tokenizer and a length) no row is longer than allowed
+once rendered with the chat template. A row repeating an earlier one is a warning (real datasets
+have repeats, and verl trains on them): counted and reported, never refused.
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,6 +22,7 @@ from harness.data.formats import (CHAT_ROLES, RL_REQUIRED_COLUMNS, DataError, SF
                                   read_parquet)
 
 REPORT_LIMIT = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Problem:
     row: int | None  # 0-based; None for a problem of the whole file or column
     column: str | None
     message: str
+    warning: bool = False  # reported, but the data is usable (a duplicate row)
 
     def __str__(self) -> str:
         where = self.file if self.row is None else f"{self.file} row {self.row}"
@@ -44,9 +48,22 @@ def format_report(problems: list[Problem], limit: int = REPORT_LIMIT) -> str:
     return "\n".join(lines)
 
 
+def errors_and_warnings(problems: list[Problem]) -> tuple[list[Problem], list[Problem]]:
+    return [p for p in problems if not p.warning], [p for p in problems if p.warning]
+
+
+def warning_summary(warnings: list[Problem]) -> str:
+    """One line: how many rows repeat an earlier one, and the first of them."""
+    return f"{len(warnings)} duplicate row(s) kept (first: {warnings[0]})"
+
+
 def raise_if_problems(problems: list[Problem], limit: int = REPORT_LIMIT) -> None:
-    if problems:
-        raise DataError(format_report(problems, limit))
+    """Raises ``DataError`` listing the errors; warnings (duplicates) are logged in one line."""
+    errors, warnings = errors_and_warnings(problems)
+    if warnings:
+        log.warning("%s", warning_summary(warnings))
+    if errors:
+        raise DataError(format_report(errors, limit))
 
 
 # Arrow column types ---------------------------------------------------------------------------
@@ -123,7 +140,7 @@ def _row_problems(table: pa.Table, file: str, checks: dict, key_columns: list[st
             if key in seen:
                 first_file, first_row = seen[key]
                 where = f"row {first_row}" if first_file == file else f"{first_file} row {first_row}"
-                problems.append(Problem(file, row, None, f"duplicate of {where}"))
+                problems.append(Problem(file, row, None, f"duplicate of {where}", warning=True))
             else:
                 seen[key] = (file, row)
     return problems
@@ -135,7 +152,7 @@ def _length_problems(file: str, rows: list[int], lengths, max_length: int, what:
 
 
 def _valid_rows(table: pa.Table, problems: list[Problem]) -> list[int]:
-    bad = {p.row for p in problems if p.row is not None}
+    bad = {p.row for p in problems if p.row is not None and not p.warning}
     return [row for row in range(table.num_rows) if row not in bad]
 
 
@@ -234,7 +251,8 @@ def validate_files(files, kind: str | None = None, *, columns: SFTColumns = SFTC
     """``(tables, problems)`` for ``files`` (one path or a list); ``kind``: "sft", "rl" or None (per file).
 
     ``max_length`` bounds the whole rendered chat for SFT and the rendered prompt for RL. A file that
-    cannot be read is a problem too; its table is left out.
+    cannot be read is a problem too; its table is left out. Duplicates are problems with ``warning``
+    set (``allow_duplicates``: not looked for).
     """
     if kind not in (None, "sft", "rl"):
         raise ValueError(f"kind={kind!r}: expected 'sft', 'rl' or None")
@@ -259,7 +277,8 @@ def validate_files(files, kind: str | None = None, *, columns: SFTColumns = SFTC
 
 
 def check_files(files, kind: str | None = None, **options) -> list[tuple[str, pa.Table]]:
-    """``validate_files``, raising ``DataError`` with the report if anything is wrong; returns the tables."""
+    """``validate_files``, raising ``DataError`` with the report if anything is wrong (duplicates are
+    logged as a warning); returns the tables."""
     tables, problems = validate_files(files, kind, **options)
     raise_if_problems(problems)
     return tables

@@ -41,3 +41,17 @@ def transformer_config_options() -> dict:
         # ops are ordered by megatron-core itself.
         batch_p2p_comm=False,
     )
+
+
+def visible_gpus() -> list:
+    """(name, total memory in bytes) of each CUDA device this process sees; empty without CUDA."""
+    if not torch.cuda.is_available():
+        return []
+    return [(torch.cuda.get_device_name(i), torch.cuda.get_device_properties(i).total_memory)
+            for i in range(torch.cuda.device_count())]
+
+
+def has_apex_or_te_adam() -> bool:
+    """megatron-core's fused Adam comes from Transformer Engine or apex; without them, torch's AdamW."""
+    return torch.cuda.is_available() and any(
+        importlib.util.find_spec(name) is not None for name in ("transformer_engine", "apex"))

@@ -82,6 +82,8 @@ class SGLangServer:
         options = {"model_path": c.model_path, "host": c.host, "port": self.port, "dtype": c.dtype,
                    "tp_size": c.tensor_model_parallel_size, "mem_fraction_static": c.gpu_memory_utilization,
                    "context_length": c.max_model_len, "skip_tokenizer_init": c.skip_tokenizer_init}
+        if c.resolved_device() == "cuda" and self.index:  # servers of one node on disjoint GPUs
+            options["base_gpu_id"] = self.index * c.tensor_model_parallel_size
         if c.resolved_device() == "cpu":
             # SGLang's CPU route without its AMX kernels (notes/sglang.md). An idle scheduler busy-polls a
             # core by default, which halves training speed on a small machine: sleep_on_idle waits on

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from harness.checkpoint.torch_dist import MARKER, load_checkpoint, save_checkpoint
+from harness.trainer import run_state
 
 
 def _rank0() -> bool:
@@ -35,8 +36,7 @@ class CheckpointDirectory:
         return self.root / f"global_step_{step}"
 
     def latest_step(self) -> Optional[int]:
-        latest = self.root / "latest"
-        return int(latest.read_text()) if latest.exists() else None
+        return run_state.latest_step(self.root)
 
     def resume_or_initialise(self, engine, scheduler, resume_mode: str) -> dict:
         """Resume (model, optimizer, LR schedule, step, best) or load the initial weights."""

@@ -39,8 +39,10 @@ def run_ppo(config: RLConfig) -> dict:
                 if run.cluster.critic is not None:
                     with timer("update_critic"):
                         critic_metrics = run.update_critic(batch, step)
-                with timer("update_actor"):
-                    actor_metrics = run.update_actor(batch, step)
+                actor_metrics = {}
+                if step > config.trainer.critic_warmup:  # the first critic_warmup steps train the critic only
+                    with timer("update_actor"):
+                        actor_metrics = run.update_actor(batch, step)
                 with timer("update_weights"):
                     run.cluster.sync_weights(step)
             metrics = {**sampling_metrics, **algorithm_metrics, **critic_metrics, **actor_metrics,
@@ -54,6 +56,7 @@ def run_ppo(config: RLConfig) -> dict:
             run.check_nonfinite(actor_metrics)  # skipped updates are counted; too many in a row stop the run
             if run.due(config.trainer.save_freq):
                 run.save()
+            run.stop_if_preempted()  # SIGUSR1: this step is saved, then main_ppo exits for a requeue
         return run.finish()
     finally:
         run.close()

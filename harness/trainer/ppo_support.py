@@ -19,18 +19,30 @@ from harness.algorithms.dapo import overlong_reward_penalty
 from harness.algorithms.tensor_ops import masked_mean
 from harness.config.rl import RLConfig
 from harness.rollout.base import SamplingParams
+from harness.trainer import preemption
 from harness.trainer.checkpoints import write_atomically
+from harness.trainer.preflight import check_algorithm_names
 from harness.trainer.rl_batch import PromptOrder, Sample, minibatch_counts, minibatch_plan, to_tensors
+from harness.trainer.run_state import STATE_FILE, latest_step, read_state
 from harness.workers.rank_worker import DTYPES
 from harness.workers.rl_losses import PolicyLossSettings
 
 log = logging.getLogger(__name__)
 WORKER_KEYS = ("input_ids", "prompt_lengths", "response_mask")
-STATE_FILE = "trainer_state.json"
 
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+def micro_batch_size(batch, fixed: int, dynamic: bool, budget: int) -> int:
+    """Sequences per micro-batch on one rank: `fixed`, or with `dynamic` as many as fit `budget` tokens
+    at the batch's padded length (every micro-batch of a batch has that length: pipeline stages
+    exchange one shape, and the old log-probs see the shapes the update sees). The losses use the
+    mini-batch's global token counts, so any split gives the same gradient."""
+    if not dynamic:
+        return fixed
+    return max(1, budget // batch["input_ids"].shape[1])
 
 
 class PhaseTimer:
@@ -81,24 +93,6 @@ def combine_updates(results: List[dict], prefix: str) -> dict:
     return metrics
 
 
-def check_algorithm_names(config: RLConfig) -> None:
-    """Unknown variant names fail before any worker starts (the error lists the registered ones)."""
-    from harness.algorithms import (ADV_ESTIMATORS, AGGREGATION_MODES, KL_CONTROLLERS, KL_ESTIMATORS,
-                                    MISMATCH_CORRECTIONS, POLICY_LOSSES)
-
-    algorithm, actor = config.algorithm, config.actor_rollout_ref.actor
-    for registry, name in ((ADV_ESTIMATORS, algorithm.adv_estimator), (POLICY_LOSSES, actor.policy_loss.loss_mode),
-                           (AGGREGATION_MODES, actor.loss_agg_mode), (AGGREGATION_MODES, config.critic.loss_agg_mode),
-                           (KL_ESTIMATORS, actor.kl_loss_type), (KL_ESTIMATORS, algorithm.kl_penalty),
-                           (KL_CONTROLLERS, algorithm.kl_ctrl.type), (MISMATCH_CORRECTIONS, algorithm.rollout_is)):
-        registry.get(name)
-    if algorithm.adv_estimator == "prime":
-        raise ValueError("algorithm.adv_estimator=prime needs implicit process rewards from a PRM, which "
-                         "main_ppo does not run yet (harness.algorithms has the estimator)")
-    if algorithm.adv_estimator in ("gae",) and not config.critic.enable:
-        raise ValueError(f"algorithm.adv_estimator={algorithm.adv_estimator} needs values: critic.enable must not be false")
-
-
 class RLRun:
     """Data, reward, workers and the run's state; the loop in `ppo.py` calls its phases."""
 
@@ -113,9 +107,8 @@ class RLRun:
         self.config = config
         data, trainer = config.data, config.trainer
         self.run_dir = Path(trainer.default_local_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tokenizer = AutoTokenizer.from_pretrained(config.actor_rollout_ref.model.path)
-        overlong = "filter" if data.filter_overlong_prompts else "error"
+        overlong = "filter" if data.filter_overlong_prompts else data.truncation
         # Bad data stops the run here, before any worker starts.
         self.train_set = load_rl_dataset(data.train_files, self.tokenizer, max_prompt_length=data.max_prompt_length,
                                          overlong=overlong)
@@ -125,6 +118,7 @@ class RLRun:
             raise ValueError(f"data.train_batch_size={data.train_batch_size} is larger than the "
                              f"{len(self.train_set)} usable prompts of data.train_files")
         self.total_steps = trainer.total_training_steps or trainer.total_epochs * (len(self.train_set) // data.train_batch_size)
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
         self.order = PromptOrder(len(self.train_set), data.seed, data.shuffle)
         self.kl_ctrl = build_kl_controller(**dataclasses.asdict(config.algorithm.kl_ctrl))
         self.step, self.nonfinite_steps = 0, 0
@@ -246,19 +240,33 @@ class RLRun:
     # ---- model passes ------------------------------------------------------------------------
     def log_probs(self, batch, reference: bool = False, with_entropy: bool = False) -> Dict[str, torch.Tensor]:
         worker_batch = {k: batch[k] for k in WORKER_KEYS}
-        parts = self.cluster.actor.gather("compute_log_probs", worker_batch, self._micro(reference),
+        parts = self.cluster.actor.gather("compute_log_probs", worker_batch, self._micro(batch, reference),
                                           reference=reference, with_entropy=with_entropy)
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
-    def _micro(self, reference: bool) -> int:
+    def _micro(self, batch, reference: bool) -> int:
         arr = self.config.actor_rollout_ref
+        if reference:
+            ref = arr.ref
+            return micro_batch_size(batch, ref.log_prob_micro_batch_size_per_gpu, ref.log_prob_use_dynamic_bsz,
+                                    ref.log_prob_max_token_len_per_gpu)
         # The old log-probs use the update's micro-batches: identical shapes make step 1's ratio exactly 1.
-        return arr.ref.log_prob_micro_batch_size_per_gpu if reference else arr.actor.ppo_micro_batch_size_per_gpu
+        return self._actor_micro(batch)
+
+    def _actor_micro(self, batch) -> int:
+        actor = self.config.actor_rollout_ref.actor
+        return micro_batch_size(batch, actor.ppo_micro_batch_size_per_gpu, actor.use_dynamic_bsz,
+                                actor.ppo_max_token_len_per_gpu)
+
+    def _critic_micro(self, batch, forward: bool = False) -> int:
+        critic = self.config.critic
+        budget = critic.forward_max_token_len_per_gpu if forward else critic.ppo_max_token_len_per_gpu
+        return micro_batch_size(batch, critic.ppo_micro_batch_size_per_gpu, critic.use_dynamic_bsz, budget)
 
     def values(self, batch) -> torch.Tensor:
         worker_batch = {k: batch[k] for k in WORKER_KEYS}
         return torch.cat(self.cluster.critic.gather("compute_values", worker_batch,
-                                                    self.config.critic.ppo_micro_batch_size_per_gpu))
+                                                    self._critic_micro(batch, forward=True)))
 
     # ---- the algorithm -----------------------------------------------------------------------
     def compute_advantages(self, batch) -> dict:
@@ -301,10 +309,10 @@ class RLRun:
         n = self.config.actor_rollout_ref.rollout.n
         plan = minibatch_plan(len(batch["input_ids"]), critic.ppo_mini_batch_size * n, critic.ppo_epochs,
                               self.config.actor_rollout_ref.actor.shuffle, self.config.trainer.seed + step)
-        counts = minibatch_counts(batch["response_mask"], plan, self.cluster.critic_data_parallel_size,
-                                  critic.ppo_micro_batch_size_per_gpu)
+        micro = self._critic_micro(batch)
+        counts = minibatch_counts(batch["response_mask"], plan, self.cluster.critic_data_parallel_size, micro)
         worker_batch = {k: batch[k] for k in (*WORKER_KEYS, "values", "returns")}
-        results = self.cluster.critic.gather("update", worker_batch, plan, counts, critic.ppo_micro_batch_size_per_gpu,
+        results = self.cluster.critic.gather("update", worker_batch, plan, counts, micro,
                                              cliprange_value=critic.cliprange_value, loss_agg_mode=critic.loss_agg_mode)
         return combine_updates(results, "critic")
 
@@ -313,8 +321,8 @@ class RLRun:
         n = self.config.actor_rollout_ref.rollout.n
         plan = minibatch_plan(len(batch["input_ids"]), actor.ppo_mini_batch_size * n, actor.ppo_epochs, actor.shuffle,
                               self.config.trainer.seed + step)
-        counts = minibatch_counts(batch["loss_mask"], plan, self.cluster.data_parallel_size,
-                                  actor.ppo_micro_batch_size_per_gpu)
+        micro = self._actor_micro(batch)
+        counts = minibatch_counts(batch["loss_mask"], plan, self.cluster.data_parallel_size, micro)
         keys = (*WORKER_KEYS, "loss_mask", "old_log_probs", "advantages", "rollout_is_weights", "ref_log_probs")
         worker_batch = {k: batch[k] for k in keys if k in batch}
         settings = PolicyLossSettings(
@@ -322,8 +330,7 @@ class RLRun:
             clip_ratio_high=actor.clip_ratio_high, clip_ratio_c=actor.clip_ratio_c, loss_agg_mode=actor.loss_agg_mode,
             loss_scale_factor=actor.loss_scale_factor, entropy_coeff=actor.entropy_coeff,
             use_kl_loss=actor.use_kl_loss, kl_loss_coef=actor.kl_loss_coef, kl_loss_type=actor.kl_loss_type)
-        results = self.cluster.actor.gather("update", worker_batch, plan, counts, actor.ppo_micro_batch_size_per_gpu,
-                                            settings)
+        results = self.cluster.actor.gather("update", worker_batch, plan, counts, micro, settings)
         return combine_updates(results, "actor")
 
     def check_nonfinite(self, actor_metrics: dict) -> None:
@@ -342,21 +349,24 @@ class RLRun:
 
     # ---- validation --------------------------------------------------------------------------
     def validate(self) -> dict:
-        """Greedy answers to every validation prompt, scored: reward, accuracy, per data source."""
+        """`val_kwargs.n` answers to every validation prompt (greedy unless `val_kwargs.do_sample`),
+        scored: reward, accuracy, per data source (mean over the n answers)."""
         from harness.reward import RewardItem
 
-        prompts = self.val_set.prompts
-        greedy = dataclasses.replace(self.sampling(0, 0), temperature=0.0, seed=None)
-        completions = self.cluster.generate([p.prompt_ids for p in prompts], greedy, 1, version=self.step)
+        prompts, val = self.val_set.prompts, self.config.actor_rollout_ref.rollout.val_kwargs
+        sampling = dataclasses.replace(self.sampling(0, 0), temperature=val.temperature if val.do_sample else 0.0,
+                                       top_p=val.top_p, top_k=val.top_k, seed=self.config.trainer.seed if val.do_sample else None)
+        completions = self.cluster.generate([p.prompt_ids for p in prompts], sampling, val.n, version=self.step)
+        answered = [prompts[c.prompt_index] for c in completions]
         items = [RewardItem(p.data_source, self.tokenizer.decode(c.token_ids, skip_special_tokens=True),
-                            p.ground_truth, p.extra_info) for p, c in zip(prompts, completions)]
+                            p.ground_truth, p.extra_info) for p, c in zip(answered, completions)]
         scores = self.rewards.score(items).scores
         metrics = {"val/score/mean": sum(scores) / len(scores),
                    "val/accuracy": sum(s >= 1.0 for s in scores) / len(scores),
                    "val/response_length/mean": sum(len(c.token_ids) for c in completions) / len(completions)}
         for source in sorted({p.data_source for p in prompts}):
-            mine = [s for p, s in zip(prompts, scores) if p.data_source == source]
-            metrics[f"val-core/{source}/reward/mean@1"] = sum(mine) / len(mine)
+            mine = [s for p, s in zip(answered, scores) if p.data_source == source]
+            metrics[f"val-core/{source}/reward/mean@{val.n}"] = sum(mine) / len(mine)
         return metrics
 
     # ---- checkpoints, resume, the end ---------------------------------------------------------
@@ -383,11 +393,23 @@ class RLRun:
         write_atomically(self.run_dir / "checkpoints" / "latest", str(self.step))  # last: the step is complete
         return directory
 
+    def stop_if_preempted(self) -> None:
+        """After a step, if SIGUSR1 came: save the step (unless just saved) and stop with `Preempted`."""
+        if not preemption.requested() or self.step == self.total_steps:
+            return
+        self._save_unless_saved()
+        raise preemption.Preempted(self.step, self.step_dir(self.step))
+
+    def _save_unless_saved(self) -> None:
+        latest = self.run_dir / "checkpoints" / "latest"
+        if not latest.exists() or int(latest.read_text()) != self.step:
+            self.save()
+
     def _resume_source(self):
         mode = self.config.trainer.resume_mode
-        latest = self.run_dir / "checkpoints" / "latest"
         if mode == "auto":
-            return self.step_dir(int(latest.read_text())) if latest.exists() else None
+            step = latest_step(self.run_dir / "checkpoints")
+            return None if step is None else self.step_dir(step)
         if mode == "disable":
             return None
         if not (Path(mode) / STATE_FILE).exists():
@@ -395,7 +417,7 @@ class RLRun:
         return Path(mode)
 
     def _load(self, directory: Path) -> None:
-        state = json.loads((directory / STATE_FILE).read_text())
+        state = read_state(directory)
         self.cluster.load(directory)
         self.step, self.nonfinite_steps = state["step"], state["nonfinite_steps"]
         self.order.load_state_dict(state["prompt_order"])
@@ -416,9 +438,7 @@ class RLRun:
         """The last step is always saved; the final actor is exported to HF."""
         from harness.checkpoint.convert import mcore_to_hf
 
-        latest = self.run_dir / "checkpoints" / "latest"
-        if not latest.exists() or int(latest.read_text()) != self.step:
-            self.save()
+        self._save_unless_saved()
         summary = {"steps": self.step, "checkpoint": str(self.step_dir(self.step))}
         if self.config.trainer.export_hf:
             target = self.run_dir / "hf_actor"

@@ -48,6 +48,9 @@ class RLCluster:
         init_ray(config.ray_init.address, config.ray_init.num_cpus or (None if use_gpu else config.world_size + extra_cpus),
                  None, config.ray_init.object_store_memory_mb)
         self.pool = ResourcePool("train", trainer.nnodes, trainer.n_gpus_per_node, use_gpu)
+        nodes = sorted(node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"])
+        log.info("Ray cluster of %d node(s) (%s); training ranks on %s", len(nodes), ", ".join(nodes),
+                 ", ".join(self.pool.node_addresses()))
         roles = 1 + int(config.critic.enable) + int(config.reward_model.enable)
         arr = config.actor_rollout_ref
         group = dict(share=1.0 / roles, timeout_s=trainer.worker_timeout_s)
@@ -79,7 +82,8 @@ class RLCluster:
         rollout_config = dataclasses.replace(config.actor_rollout_ref.rollout)
         options = {"num_cpus": 0, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}}
         if trainer.placement == "split":
-            self.rollout_pool = ResourcePool("rollout", trainer.nnodes, trainer.rollout_gpus_per_node, use_gpu)
+            # One bundle with all the rollout GPUs: the rollout worker launches every server on its node.
+            self.rollout_pool = ResourcePool("rollout", 1, 1, use_gpu, gpus_per_bundle=trainer.rollout_gpus_per_node)
             options.update(num_cpus=1, num_gpus=trainer.rollout_gpus_per_node if use_gpu else 0,
                            scheduling_strategy=self.rollout_pool.strategy(0))
         handle = ray.remote(RolloutWorker).options(max_concurrency=4, **options).remote(rollout_config)

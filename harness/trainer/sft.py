@@ -3,7 +3,8 @@
     load data (validated) -> build the model at the configured TP/PP -> load weights (an HF model is
     converted on the fly) or resume -> for each step: micro-batches by token budget -> forward/backward
     -> optimizer + LR schedule -> metrics; validation loss every test_freq, checkpoint every save_freq
-    -> export the best checkpoint (lowest validation loss) to HF.
+    -> export the best checkpoint (lowest validation loss) to HF. SIGUSR1 (preemption): checkpoint
+    after the current step on every rank and stop (main_sft exits 75).
 """
 import math
 import time
@@ -11,6 +12,7 @@ import time
 import torch
 
 from harness.config.sft import SFTConfig
+from harness.trainer import preemption
 from harness.trainer import sft_support as support
 from harness.trainer.checkpoints import CheckpointDirectory
 
@@ -19,15 +21,15 @@ def run_sft(config: SFTConfig) -> dict:
     from harness.parallel import init_distributed, initialize_model_parallel
     from harness.workers.megatron_engine import MegatronEngine, token_sum_lm_loss
 
-    init_distributed()
-    rank0 = torch.distributed.get_rank() == 0
     model_dir = config.model.partial_pretrain
     spec, tokenizer = support.load_model_spec_and_tokenizer(model_dir)
     spec.validate_parallel(config.megatron)
-    # Bad data stops the run here, before any model exists.
+    # Bad data stops the run here, before any process group or model exists.
     train_set = support.load_examples(config.data, config.data.train_files, tokenizer)
     val_set = support.load_examples(config.data, config.data.val_files, tokenizer) if config.data.val_files else None
 
+    init_distributed()
+    rank0 = torch.distributed.get_rank() == 0
     initialize_model_parallel(config.megatron, seed=config.trainer.seed)
     plan = support.StepPlan(
         len(train_set), config.data.train_batch_size, config.trainer, config.trainer.seed, config.data.shuffle
@@ -68,9 +70,14 @@ def run_sft(config: SFTConfig) -> dict:
                 state["best"] = {"step": done, "val_loss": metrics["val/loss"]}
         if tracker is not None:  # before the save: a resume then never misses a logged step
             tracker.log(metrics, done)
+        stop = not last and preemption.agreed()  # SIGUSR1 on any rank: every rank stops here
         # A new best is always saved, so the best model is a checkpoint that exists.
-        if last or improved or _due(done, config.trainer.save_freq):
+        if last or improved or stop or _due(done, config.trainer.save_freq):
             checkpoints.save(engine, scheduler, done, state["best"])
+        if stop:
+            if tracker is not None:
+                tracker.close()
+            raise preemption.Preempted(done, checkpoints.step_dir(done))
     if tracker is not None:
         tracker.close()
     exported = checkpoints.export_best(state["best"], plan.total_steps) if config.trainer.export_hf else None

@@ -68,7 +68,7 @@ def microbatches(dataset, indices, data: SFTDataConfig, parallel: ParallelConfig
     lengths = [len(dataset[i]["input_ids"]) for i in mine]
     # Sequence parallel splits the sequence over TP ranks: lengths must divide evenly.
     multiple = parallel.tensor_model_parallel_size if parallel.sequence_parallel else 1
-    if data.max_token_len_per_gpu:
+    if data.use_dynamic_bsz:
         groups = token_budget_batches(lengths, data.max_token_len_per_gpu, shuffle=False, pad_to_multiple_of=multiple)
     else:
         by_length = sorted(range(len(mine)), key=lengths.__getitem__)
@@ -106,7 +106,8 @@ def optim_config(optim: SFTOptimConfig) -> OptimConfig:
 def lr_scheduler(optimizer, optim: SFTOptimConfig, total_steps: int):
     return optim_schedule.lr_scheduler(optimizer, lr=optim.lr, min_lr_ratio=optim.min_lr_ratio,
                                        warmup_ratio=optim.warmup_steps_ratio, style=optim.lr_scheduler,
-                                       weight_decay=optim.weight_decay, total_steps=total_steps)
+                                       weight_decay=optim.weight_decay, total_steps=total_steps,
+                                       warmup_steps=optim.lr_warmup_steps)
 
 
 def tracker(config: SFTConfig, total_steps: int, resumed_step: int):

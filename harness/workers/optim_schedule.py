@@ -10,11 +10,11 @@ def optim_config(lr: float, min_lr_ratio: float, weight_decay: float, betas, cli
 
 
 def lr_scheduler(optimizer, *, lr: float, min_lr_ratio: float, warmup_ratio: float, style: str,
-                 weight_decay: float, total_steps: int):
-    """Linear warmup over `warmup_ratio` of the run, then cosine / linear / constant."""
+                 weight_decay: float, total_steps: int, warmup_steps: int = -1):
+    """Linear warmup over `warmup_steps` (-1: `warmup_ratio` of the run), then cosine / linear / constant."""
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-    warmup = int(math.floor(warmup_ratio * total_steps))
+    warmup = warmup_steps if warmup_steps >= 0 else int(math.floor(warmup_ratio * total_steps))
     return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,

@@ -25,7 +25,8 @@ class PolicyWorker(RankWorker):
         self.engine.optimizer.reload_model_params()
         self.scheduler = lr_scheduler(self.engine.optimizer, lr=optim.lr, min_lr_ratio=optim.min_lr_ratio,
                                       warmup_ratio=optim.lr_warmup_steps_ratio, style=optim.lr_scheduler,
-                                      weight_decay=optim.weight_decay, total_steps=total_steps)
+                                      weight_decay=optim.weight_decay, total_steps=total_steps,
+                                      warmup_steps=optim.lr_warmup_steps)
         self.reference = None
         if with_reference:
             self.reference = MegatronEngine(self.spec, self.parallel, params_dtype=DTYPES[dtype], trainable=False)

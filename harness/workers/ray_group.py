@@ -17,8 +17,11 @@ import time
 from typing import Any, List, Optional
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+
+NODE_ID_LABEL = "ray.io/node-id"  # every Ray node carries it (Ray >= 2.49)
 
 
 class WorkerError(RuntimeError):
@@ -26,19 +29,33 @@ class WorkerError(RuntimeError):
 
 
 class ResourcePool:
-    def __init__(self, name: str, nnodes: int, ranks_per_node: int, use_gpu: bool, timeout_s: float = 120.0):
+    """nnodes x ranks_per_node bundles; rank r lives on node r // ranks_per_node. One node: PACK.
+    Several: each node's block of bundles is pinned to one Ray node (the driver's first), so the layout
+    is the one asked for even where a node could hold more (PACK alone would fill one node first)."""
+
+    def __init__(self, name: str, nnodes: int, ranks_per_node: int, use_gpu: bool, timeout_s: float = 120.0,
+                 gpus_per_bundle: int = 1):
         self.name, self.use_gpu = name, use_gpu
         self.size = nnodes * ranks_per_node
-        bundle = {"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1}
-        # PACK keeps a node's ranks together (tensor parallel stays within a node) while allowing
-        # several nodes; STRICT_PACK would refuse more than one node.
-        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK", name=f"harness-{name}")
+        bundle = {"CPU": 1, "GPU": gpus_per_bundle} if use_gpu else {"CPU": 1}
+        selectors = None
+        if nnodes > 1:
+            nodes = _nodes_for(name, nnodes, ranks_per_node, bundle)
+            selectors = [{NODE_ID_LABEL: node["NodeID"]} for node in nodes for _ in range(ranks_per_node)]
+        self.group = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK", name=f"harness-{name}",
+                                     bundle_label_selector=selectors)
         try:
             ray.get(self.group.ready(), timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
             remove_placement_group(self.group)
             raise WorkerError(f"resource pool {name!r}: {self.size} bundles of {bundle} were not available within "
                               f"{timeout_s:.0f} s (cluster resources: {ray.cluster_resources()})") from None
+
+    def node_addresses(self) -> List[str]:
+        """The IP address of the node of every bundle (rank), in rank order."""
+        ips = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+        placed = placement_group_table(self.group)["bundles_to_node_id"]
+        return [ips[placed[index]] for index in range(self.size)]
 
     def strategy(self, index: int) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=index)
@@ -103,19 +120,34 @@ class WorkerGroup:
         self.workers = []
 
 
+def _nodes_for(pool: str, nnodes: int, ranks_per_node: int, bundle: dict) -> List[dict]:
+    """`nnodes` alive Ray nodes with room for `ranks_per_node` bundles: the driver's node first, then by address."""
+    here = ray.get_runtime_context().get_node_id()
+    fits = [node for node in ray.nodes() if node["Alive"]
+            and all(node["Resources"].get(key, 0) >= amount * ranks_per_node for key, amount in bundle.items())]
+    fits.sort(key=lambda node: (node["NodeID"] != here, node["NodeManagerAddress"]))
+    if len(fits) < nnodes:
+        seen = ", ".join(f"{n['NodeManagerAddress']} {n['Resources']}" for n in ray.nodes() if n["Alive"])
+        raise WorkerError(f"resource pool {pool!r}: trainer.nnodes={nnodes} needs {nnodes} Ray nodes with "
+                          f"{ranks_per_node} x {bundle} each; the cluster has {len(fits)} ({seen})")
+    return fits[:nnodes]
+
+
 def _large(value) -> bool:
     return isinstance(value, dict)
 
 
 def init_ray(address: Optional[str], num_cpus: Optional[int], num_gpus: Optional[int],
              object_store_memory_mb: int) -> None:
-    """Attach to `address`, or start a private local cluster (never a running one by accident)."""
+    """Attach to `address` (else to RAY_ADDRESS when set), or start a private local cluster (never a
+    running one by accident)."""
     import os
 
     if ray.is_initialized():
         return
     # A local ray.init otherwise creates an auth token that later clients fail on (notes/cluster.md).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = address or os.environ.get("RAY_ADDRESS")  # set by launchers/slurm/ray_cluster.sh
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
         return

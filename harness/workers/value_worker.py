@@ -33,7 +33,8 @@ class ValueWorker(RankWorker):
             self.engine.optimizer.reload_model_params()
             self.scheduler = lr_scheduler(self.engine.optimizer, lr=optim.lr, min_lr_ratio=optim.min_lr_ratio,
                                           warmup_ratio=optim.lr_warmup_steps_ratio, style=optim.lr_scheduler,
-                                          weight_decay=optim.weight_decay, total_steps=total_steps)
+                                          weight_decay=optim.weight_decay, total_steps=total_steps,
+                                          warmup_steps=optim.lr_warmup_steps)
 
     def _forward(self, batch: Batch, micro_batch_size: int, select_output):
         self.engine.train(False)

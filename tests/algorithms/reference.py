@@ -74,3 +74,27 @@ def prime_token_rewards(process, outcomes, mask, group_index, dpo_coef, gt_coef)
             rewards[i, t] = dpo_coef * (float(process[i, t]) - process_baseline)
         rewards[i, steps[-1]] += gt_coef * (float(outcomes[i]) - outcome_baseline)
     return rewards
+
+
+def discounted_returns(rewards, mask, gamma):
+    """REINFORCE++'s reward-to-go over the valid tokens: G_t = r_t + gamma G_(next valid token).
+
+    Masked tokens (tool output inside a multi-turn response) are skipped: their rewards are ignored
+    and the return passes over them undiscounted; they come out 0.
+    """
+    returns = torch.zeros_like(rewards)
+    for i in range(rewards.shape[0]):
+        following = 0.0
+        for t in reversed(range(rewards.shape[1])):
+            if mask[i, t]:
+                following = float(rewards[i, t]) + gamma * following
+                returns[i, t] = following
+    return returns
+
+
+def ppo_dual_clip_losses(old_log_prob, log_prob, advantages, clip_low, clip_high, clip_c):
+    """Per-token dual-clip PPO loss, term by term as Schulman et al. 2017 and Ye et al. 2020 write
+    it (autograd gives the gradient): max(-A r, -A clip(r)), then min(., -A c) where A < 0."""
+    ratio = torch.exp(torch.clamp(log_prob - old_log_prob, -20.0, 20.0))
+    clipped_loss = torch.maximum(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_low, 1 + clip_high))
+    return torch.where(advantages < 0, torch.minimum(clipped_loss, -advantages * clip_c), clipped_loss)

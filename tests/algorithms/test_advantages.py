@@ -92,13 +92,19 @@ def test_gpg_by_hand():
     assert torch.allclose(per_sample(advantages, mask), expected)
 
 
-def test_reinforce_plus_plus_returns_by_hand():
+@pytest.mark.parametrize("rewards, mask, expected", [
     # rewards 1, 0, 2 with gamma 0.5: G2 = 2, G1 = 0 + 0.5*2 = 1, G0 = 1 + 0.5*1 = 1.5.
-    rewards = torch.tensor([[1.0, 0.0, 2.0, 9.0]])
-    mask = torch.tensor([[1, 1, 1, 0]])
+    ([[1.0, 0.0, 2.0, 9.0]], [[1, 1, 1, 0]], [[1.5, 1.0, 2.0, 0.0]]),
+    # Turn 1 (token 0), tool output (token 1, masked: its reward 5 is not the policy's), turn 2
+    # (tokens 2, 3): G3 = 4, G2 = 0 + 0.5*4 = 2, the return passes the tool output undiscounted,
+    # G0 = 1 + 0.5*2 = 2 (resetting it there would give G0 = 1).
+    ([[1.0, 5.0, 0.0, 4.0]], [[1, 0, 1, 1]], [[2.0, 0.0, 2.0, 4.0]]),
+])
+def test_reinforce_plus_plus_returns_by_hand(rewards, mask, expected):
+    rewards, mask = torch.tensor(rewards), torch.tensor(mask)
     advantages, returns = compute_advantage("reinforce_plus_plus", token_level_rewards=rewards,
                                             response_mask=mask, gamma=0.5)
-    assert torch.allclose(returns, torch.tensor([[1.5, 1.0, 2.0, 0.0]]))
+    assert torch.allclose(returns, torch.tensor(expected))
     assert torch.allclose(advantages, masked_whiten(returns, mask))
 
 
@@ -110,12 +116,51 @@ def test_masked_whiten_by_hand():
 
 
 def test_reinforce_plus_plus_baseline_by_hand():
-    # Group means: (1+3)/2 = 2 and 5 -> centered -1, 1, 0 on the tokens, then batch-whitened.
+    # Group 0 (1, 3): mean 2 -> -1, 1. Sample 2 is alone: no baseline, its reward 5 stays (as verl).
+    # Valid tokens -1 | 1, 1 | 5: mean 1.5, deviations -2.5, -0.5, -0.5, 3.5, unbiased var 19/3.
+    # The returns are the advantages (verl returns the whitened values for both).
     rewards, mask = outcome_batch([1, 3, 5], [1, 2, 1])
-    advantages, centered = compute_advantage("reinforce_plus_plus_baseline", token_level_rewards=rewards,
-                                             response_mask=mask, group_index=torch.tensor([0, 0, 1]))
-    assert torch.allclose(centered, torch.tensor([[-1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]))
-    assert torch.allclose(advantages, masked_whiten(centered, mask))
+    advantages, returns = compute_advantage("reinforce_plus_plus_baseline", token_level_rewards=rewards,
+                                            response_mask=mask, group_index=torch.tensor([0, 0, 1]))
+    std = math.sqrt(19 / 3)
+    expected = torch.tensor([[-2.5 / std, 0.0], [-0.5 / std, -0.5 / std], [3.5 / std, 0.0]])
+    assert torch.allclose(advantages, expected, atol=1e-6)
+    assert torch.equal(returns, advantages)
+
+
+def test_outcome_baselines_of_a_sample_alone_are_zero():
+    # OPO: group 0 (lengths 1, 2; rewards 0, 1) has baseline 2/3; sample 2 is alone: baseline 0.
+    rewards, mask = outcome_batch([0, 1, 5], [1, 2, 1])
+    advantages, _ = compute_advantage("opo", token_level_rewards=rewards, response_mask=mask,
+                                      group_index=torch.tensor([0, 0, 1]))
+    assert torch.allclose(per_sample(advantages, mask), torch.tensor([-2 / 3, 1 / 3, 5.0]))
+
+
+def test_remax_carries_across_a_masked_stretch_by_hand():
+    # Turn 1 (token 0), tool output (token 1, its reward 5 ignored), turn 2 (tokens 2, 3) ending on
+    # reward 4, greedy reward 1: every valid token sees the final 4, turn 1 included.
+    rewards = torch.tensor([[1.0, 5.0, 0.0, 4.0]])
+    advantages, returns = compute_advantage("remax", token_level_rewards=rewards,
+                                            response_mask=torch.tensor([[1.0, 0.0, 1.0, 1.0]]),
+                                            reward_baselines=torch.tensor([1.0]))
+    assert torch.allclose(returns, torch.tensor([[5.0, 0.0, 4.0, 4.0]]))
+    assert torch.allclose(advantages, torch.tensor([[4.0, 0.0, 3.0, 3.0]]))
+
+
+def test_gae_skips_a_masked_stretch_by_hand():
+    # test_gae_by_hand's sequence with a tool output (token 1, value 8, reward 9) inserted after
+    # token 0: it is skipped, so the valid tokens keep A = 0.11425, 0.165, 0.3.
+    rewards = torch.tensor([[0.0, 9.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 8.0, 0.6, 0.7]])
+    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    telescoped = torch.tensor([[0.11425, 0.0, 0.165, 0.3]])
+    # lam ~ 0 (the TD errors summed as they are): A = delta + 0.9 lam A_next, deltas 0.04, 0.03, 0.3.
+    td_errors = torch.tensor([[0.04, 0.0, 0.03, 0.3]]) + 0.9e-7 * torch.tensor([[0.03, 0.0, 0.3, 0.0]])
+    for lam, raw in [(0.5, telescoped), (1e-7, td_errors)]:
+        advantages, returns = compute_advantage("gae", token_level_rewards=rewards, values=values,
+                                                response_mask=mask, gamma=0.9, lam=lam)
+        assert torch.allclose(returns, (raw + values) * mask, atol=1e-6), lam
+        assert torch.allclose(advantages, masked_whiten(raw, mask), atol=1e-5), lam
 
 
 def test_remax_by_hand():
@@ -203,6 +248,36 @@ def test_gae_matches_paper_formula(batch, gamma, lam):
     assert torch.allclose(advantages, masked_whiten(raw, mask), atol=1e-3)
 
 
+@st.composite
+def long_masks_with_holes(draw):
+    """Responses longer than one discounting segment, each with masked stretches inside."""
+    rows, width = draw(st.integers(1, 4)), draw(st.integers(1, 90))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    lengths = torch.randint(0, width + 1, (rows,), generator=generator)
+    mask = (torch.arange(width) < lengths.unsqueeze(-1)) & (torch.rand(rows, width, generator=generator) > 0.3)
+    return torch.randn(rows, width, generator=generator), torch.randn(rows, width, generator=generator), mask.float()
+
+
+@settings(max_examples=40, deadline=None)
+@given(long_masks_with_holes(), st.sampled_from([0.0, 1e-7, 0.1, 0.5, 0.95, 1.0]))
+def test_discounted_returns_match_the_loop(batch, gamma):
+    # gamma 0.1 and 1e-7 split 90 columns into segments of 26 and 3 (discount^segment >= e^-60).
+    rewards, _, mask = batch
+    expected = reference.discounted_returns(rewards, mask, gamma)
+    assert torch.allclose(discounted_returns(rewards, mask, gamma), expected, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(long_masks_with_holes(), st.sampled_from([(1.0, 1.0), (0.99, 0.95), (0.9, 0.3), (1.0, 0.0), (0.8, 1e-8)]))
+def test_gae_on_long_responses_with_holes_matches_the_paper(batch, gamma_lam):
+    rewards, values, mask = batch
+    gamma, lam = gamma_lam
+    _, returns = compute_advantage("gae", token_level_rewards=rewards * mask, values=values, response_mask=mask,
+                                   gamma=gamma, lam=lam)
+    _, expected_returns = reference.gae_returns(rewards * mask, values, mask, gamma, lam)
+    assert torch.allclose(returns, expected_returns, atol=1e-4, rtol=1e-4)
+
+
 @SETTINGS
 @given(grouped_batches())
 def test_prime_matches_paper_formula(batch):
@@ -245,9 +320,10 @@ def test_rloo_baseline_excludes_self(batch, new_reward):
 @given(grouped_batches(), st.integers(1, 4))
 def test_padding_never_changes_advantages(batch, extra):
     rewards, values, mask, group_index = batch
-    pad = torch.randn(rewards.shape[0], extra) * 100
-    padded_rewards = torch.cat([torch.where(mask.bool(), rewards, torch.full_like(rewards, 7.0)), pad], -1)
-    padded_values = torch.cat([values, torch.randn(values.shape[0], extra)], -1)
+    # Rewards hold 0 outside the mask (what the trainer writes, and what verl's row sums assume);
+    # every other input may hold anything there.
+    padded_rewards = torch.cat([rewards * mask, torch.zeros(rewards.shape[0], extra)], -1)
+    padded_values = torch.cat([values, torch.randn(values.shape[0], extra) * 100], -1)
     padded_mask = torch.cat([mask, torch.zeros(mask.shape[0], extra)], -1)
     common = dict(group_index=group_index, values=values, reward_baselines=torch.ones(len(group_index)),
                   prm_log_probs=values, prm_ref_log_probs=torch.zeros_like(values))

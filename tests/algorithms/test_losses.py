@@ -4,9 +4,12 @@ import math
 import pytest
 import torch
 
-from harness.algorithms import (actor_loss, apply_kl_penalty, build_kl_controller, compute_policy_loss,
-                                entropy_from_logits, kl_loss, kl_penalty, value_loss)
+from harness.algorithms import (AGGREGATION_MODES, actor_loss, aggregate_loss, apply_kl_penalty,
+                                build_kl_controller, compute_policy_loss, entropy_from_logits, kl_loss, kl_penalty,
+                                value_loss)
 from harness.algorithms.registry import UnknownNameError
+
+from . import reference
 
 
 def ppo_inputs(ratios, advantages, **extra):
@@ -46,6 +49,53 @@ def test_ppo_gradient_vanishes_only_where_clipped():
     assert torch.allclose(inputs["log_prob"].grad, torch.tensor([[0.0, -1.1 / 2]]))
 
 
+@pytest.mark.parametrize("mode", AGGREGATION_MODES.names())
+def test_ppo_loss_equals_the_term_by_term_formula(mode):
+    # Every branch: clipped above and below, dual-clipped, A = 0, |log r| > 20 (clamped, no gradient),
+    # IS weights, a fully padded row; value, gradient and metrics equal the plain formula's.
+    generator = torch.Generator().manual_seed(7)
+    old = -torch.rand(6, 40, generator=generator) * 4
+    log_prob = old + torch.randn(6, 40, generator=generator) * 0.8
+    log_prob[0, :3] = old[0, :3] + torch.tensor([25.0, -25.0, 20.0])
+    advantages = torch.randn(6, 40, generator=generator)
+    advantages[1, :10] = 0.0
+    mask = (torch.rand(6, 40, generator=generator) > 0.2).float()
+    mask[5] = 0.0
+    weights = torch.rand(6, 40, generator=generator) * 2
+    settings = dict(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0, loss_agg_mode=mode,
+                    global_token_count=500, global_seq_count=9, loss_scale_factor=64)
+    ours_log_prob = log_prob.clone().requires_grad_(True)
+    loss, metrics = compute_policy_loss("vanilla", old_log_prob=old, log_prob=ours_log_prob, advantages=advantages,
+                                        response_mask=mask, rollout_is_weights=weights, **settings)
+    loss.backward()
+    plain_log_prob = log_prob.clone().requires_grad_(True)
+    losses = reference.ppo_dual_clip_losses(old, plain_log_prob, advantages, 0.2, 0.28, 3.0)
+    plain = aggregate_loss(losses * weights, mask, mode, **{k: v for k, v in settings.items() if k.startswith(
+        ("global", "loss_scale"))})
+    plain.backward()
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6, abs=1e-7)
+    assert torch.allclose(ours_log_prob.grad, plain_log_prob.grad, rtol=1e-6, atol=1e-9)
+    assert ours_log_prob.grad[0, :2].abs().max() == 0  # clamped log-ratios pass no gradient
+    ratio = torch.exp(torch.clamp(log_prob - old, -20, 20))
+    clipped = ((advantages > 0) & (ratio > 1.28)) | ((advantages < 0) & (ratio < 0.8))
+    lower = (advantages < 0) & (ratio > 3.0)
+    tokens = mask.sum()
+    assert metrics["pg_clipfrac"].item() == pytest.approx(((clipped * mask).sum() / tokens).item())
+    assert metrics["pg_clipfrac_lower"].item() == pytest.approx(((lower * mask).sum() / tokens).item())
+    assert metrics["ppo_kl"].item() == pytest.approx((-(torch.log(ratio) * mask).sum() / tokens).item(), rel=1e-6)
+
+
+def test_ppo_loss_gradient_follows_the_log_prob_dtype_and_a_second_backward():
+    log_prob = torch.log(torch.tensor([[1.1, 0.9]])).to(torch.bfloat16).requires_grad_(True)
+    loss, _ = compute_policy_loss("vanilla", old_log_prob=torch.zeros(1, 2), log_prob=log_prob,
+                                  advantages=torch.tensor([[1.0, -1.0]]), response_mask=torch.ones(1, 2))
+    (2 * loss).backward(retain_graph=True)
+    first = log_prob.grad.clone()
+    loss.backward()
+    assert log_prob.grad.dtype == torch.bfloat16
+    assert torch.allclose(log_prob.grad.float(), 1.5 * first.float(), atol=1e-2)  # bf16 accumulation
+
+
 def test_gspo_by_hand_and_gradient():
     # Sequence log-ratios 0.1 and 0.3 -> s = exp(0.2) = 1.2214. With clip 0.1 it is clipped at 1.1;
     # with clip 0.5 the gradient per token is -A s / |y| (GSPO-token, seq-mean-token-mean).
@@ -58,6 +108,26 @@ def test_gspo_by_hand_and_gradient():
     assert loss.item() == pytest.approx(-math.exp(0.2), abs=1e-6) and metrics["pg_clipfrac"].item() == 0.0
     loss.backward()
     assert torch.allclose(log_prob.grad, torch.full((1, 2), -math.exp(0.2) / 2))
+
+
+def test_gspo_sequence_ratio_is_the_geometric_mean_of_unclamped_ratios():
+    # Token log-ratios -30 and 0.1: s = exp(-14.95), as the paper and verl define it (a per-token
+    # clamp at -20 would give exp(-9.95)). A = 1, clip 0.2: loss max(-s, -0.8) = -s.
+    log_prob = torch.tensor([[-30.0, 0.1]])
+    loss, metrics = compute_policy_loss("gspo", old_log_prob=torch.zeros(1, 2), log_prob=log_prob,
+                                        advantages=torch.ones(1, 2), response_mask=torch.ones(1, 2))
+    assert loss.item() == pytest.approx(-math.exp(-14.95), rel=1e-4)
+    assert metrics["ppo_kl"].item() == pytest.approx(14.95, rel=1e-6)
+
+
+def test_cispo_reports_where_the_lower_bound_clips():
+    # Ratios 0.5, 1.0, 1.5 with bounds [0.8, 1.28]: 0.5 is clipped below, 1.5 above.
+    loss, metrics = compute_policy_loss("cispo", old_log_prob=torch.zeros(1, 3),
+                                        log_prob=torch.log(torch.tensor([[0.5, 1.0, 1.5]])),
+                                        advantages=torch.ones(1, 3), response_mask=torch.ones(1, 3),
+                                        clip_ratio_low=0.2, clip_ratio_high=0.28)
+    assert metrics["pg_clipfrac"].item() == pytest.approx(2 / 3)
+    assert metrics["pg_clipfrac_lower"].item() == pytest.approx(1 / 3)
 
 
 def test_cispo_keeps_gradient_with_clipped_weight():

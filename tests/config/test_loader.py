@@ -29,7 +29,7 @@ def test_overrides_reach_typed_fields():
         ("optim.lr=fast", "key 'optim.lr': Value 'fast' of type 'str' could not be converted to Float"),
         ("trainer.logger=[console,mlflow]", "trainer.logger: unknown ['mlflow']"),
         ("megatron.sequence_parallel=true", "sequence_parallel=true needs tensor_model_parallel_size > 1"),
-        ("data.truncation=left", "data.truncation='left'"),
+        ("data.truncation=middle", "data.truncation='middle': must be one of error, left, right"),
         ("novalue", "overrides must look like key=value"),
     ],
 )

@@ -58,8 +58,9 @@ def test_rl_config_loads_and_its_layouts_fit_the_world(path):
         assert config.algorithm.adv_estimator == "grpo"
         assert config.critic.enable is False
         assert arr.rollout.n > 1
-    if "_32b" in name:
-        assert config.trainer.nnodes == 4 and world == 32
+    if "_32b" in name:  # 4 nodes of 8: all training (colocated) or 3 training + 1 rollout node (split)
+        split = config.trainer.placement == "split"
+        assert world + (config.trainer.rollout_gpus_per_node if split else 0) == 32
         assert arr.actor.megatron.sequence_parallel
         assert config.ray_init.address == "auto"
     if "qwen2.5" in name:
@@ -75,9 +76,11 @@ def test_rl_config_loads_and_its_layouts_fit_the_world(path):
 def test_grpo_qwen2_5_7b_settings():
     config = load(config_path("grpo_qwen2.5_7b.yaml"))
     arr = config.actor_rollout_ref
-    assert arr.actor.megatron.tensor_model_parallel_size == 2 and arr.actor.megatron.sequence_parallel
-    assert arr.actor.megatron.data_parallel_size(config.world_size) == 4
-    assert arr.rollout.tensor_model_parallel_size == 2 and arr.rollout.weight_transport == "tensor"
+    # The planner's layout for 8 x 80 GB (configs/grpo_qwen2.5_7b.yaml says which command).
+    assert (arr.actor.megatron.tensor_model_parallel_size, arr.actor.megatron.pipeline_model_parallel_size) == (1, 4)
+    assert arr.actor.megatron.data_parallel_size(config.world_size) == 2
+    assert (arr.rollout.tensor_model_parallel_size, arr.rollout.num_servers) == (4, 2)
+    assert arr.rollout.weight_transport == "tensor"
     assert (arr.actor.use_kl_loss, arr.actor.kl_loss_coef, arr.actor.kl_loss_type) == (True, 0.001, "low_var_kl")
     assert config.uses_reference
     assert arr.actor.optim.lr == 1e-6 and arr.actor.entropy_coeff == 0.0
@@ -86,11 +89,13 @@ def test_grpo_qwen2_5_7b_settings():
 
 
 def test_32b_layouts():
-    for name in ("grpo_qwen2.5_32b.yaml", "ppo_qwen2.5_32b.yaml"):
+    # The planner's layouts for 4 x 8 x 80 GB (each config says which command).
+    for name, layout in (("grpo_qwen2.5_32b.yaml", (8, 4, 1)), ("ppo_qwen2.5_32b.yaml", (8, 4, 1)),
+                         ("grpo_qwen2.5_32b_split.yaml", (2, 4, 3))):
         config = load(config_path(name))
         actor = config.actor_rollout_ref.actor.megatron
-        assert (actor.tensor_model_parallel_size, actor.pipeline_model_parallel_size) == (8, 2)
-        assert actor.data_parallel_size(config.world_size) == 2
+        assert (actor.tensor_model_parallel_size, actor.pipeline_model_parallel_size,
+                actor.data_parallel_size(config.world_size)) == layout, name
         assert config.actor_rollout_ref.rollout.tensor_model_parallel_size == 8
         assert config.data.max_response_length == 2048
 

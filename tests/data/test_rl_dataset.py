@@ -22,11 +22,22 @@ def test_over_long_prompts_are_filtered_and_counted_or_refused(tmp_path, tokeniz
     path = write_rows(tmp_path / "rl.parquet", [rl("short?"), rl("x" * 50), rl("also short?")])
     dataset = load_rl_dataset(path, tokenizer, max_prompt_length=40)
     assert [p.row for p in dataset] == [0, 2]
-    assert dataset.stats == {"rows": 3, "filtered_overlong": 1}
+    assert dataset.stats == {"rows": 3, "filtered_overlong": 1, "truncated": 0}
     with pytest.raises(DataError, match=rf"{path} row 1, column 'prompt': 69 tokens, over max_prompt_length=40"):
         load_rl_dataset(path, tokenizer, max_prompt_length=40, overlong="error")
     with pytest.raises(DataError, match="no prompt .* fits max_prompt_length=5"):
         load_rl_dataset(path, tokenizer, max_prompt_length=5)
+
+
+@pytest.mark.parametrize("mode", ["left", "right", "middle"])
+def test_over_long_prompts_are_truncated_as_verl_cuts_them(tmp_path, tokenizer, mode):
+    path = write_rows(tmp_path / "rl.parquet", [rl("short?"), rl("x" * 25 + "y" * 25)])
+    whole = load_rl_dataset(path, tokenizer, max_prompt_length=100)[1].prompt_ids
+    dataset = load_rl_dataset(path, tokenizer, max_prompt_length=40, overlong=mode)
+    assert dataset.stats == {"rows": 2, "filtered_overlong": 0, "truncated": 1}
+    expected = {"left": whole[-40:], "right": whole[:40], "middle": whole[:20] + whole[-20:]}[mode]
+    assert dataset[1].prompt_ids == expected and dataset[0].prompt_ids == load_rl_dataset(
+        path, tokenizer, max_prompt_length=100)[0].prompt_ids
 
 
 def test_invalid_rows_are_refused_before_tokenizing(tmp_path, tokenizer):

@@ -54,8 +54,14 @@ def test_truncation_error_names_rows_and_right_truncation_counts(tmp_path, token
     assert dataset.stats == {"rows": 3, "truncated": 2, "dropped_without_loss": 1}
     assert dataset.sources == [(str(path), 0), (str(path), 2)]
     assert all(len(ids) <= 45 for ids in dataset.input_ids)
-    with pytest.raises(ValueError, match="truncation='left'"):
-        tokenize_sft([sft()], tokenizer, max_length=40, truncation="left")
+    # verl's left truncation keeps the end of each chat: both responses survive, nothing is dropped.
+    full = load_sft_dataset([path], tokenizer, max_length=100)
+    left = load_sft_dataset([path], tokenizer, max_length=45, truncation="left")
+    assert left.stats == {"rows": 3, "truncated": 2, "dropped_without_loss": 0}
+    for ids, mask, whole, whole_mask in zip(left.input_ids, left.loss_mask, full.input_ids, full.loss_mask):
+        assert ids == whole[-45:] and mask == whole_mask[-45:]
+    with pytest.raises(ValueError, match="truncation='middle'"):
+        tokenize_sft([sft()], tokenizer, max_length=40, truncation="middle")
 
 
 def test_configurable_column_names(tmp_path, tokenizer):

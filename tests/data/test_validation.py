@@ -84,12 +84,19 @@ def test_chat_rows(tmp_path):
     ]
 
 
-def test_duplicates_within_and_across_files(tmp_path):
+def test_duplicates_are_a_warning_with_a_count_not_an_error(tmp_path, caplog):
     first = write_rows(tmp_path / "a.parquet", [sft(), sft("other"), sft()])
     second = write_rows(tmp_path / "b.parquet", [sft("other")])
-    assert problems_of([first, second], "sft") == [f"{first} row 2: duplicate of row 0",
-                                                   f"{second} row 0: duplicate of {first} row 1"]
+    problems = validate_files([first, second], "sft")[1]
+    assert [str(p) for p in problems] == [f"{first} row 2: duplicate of row 0",
+                                         f"{second} row 0: duplicate of {first} row 1"]
+    assert all(p.warning for p in problems)
     assert problems_of([first, second], "sft", allow_duplicates=True) == []
+    # Training data with repeats loads (verl trains on it), and says how many repeats it kept.
+    with caplog.at_level("WARNING"):
+        tables = check_files([first, second], "sft")
+    assert [table.num_rows for _, table in tables] == [3, 1]
+    assert f"2 duplicate row(s) kept (first: {first} row 2: duplicate of row 0)" in caplog.text
 
 
 def test_over_long_rows_after_the_chat_template(tmp_path, tokenizer):
@@ -118,3 +125,21 @@ def test_all_null_column_and_kind_detection(tmp_path):
     assert problems_of(path) == [f"{path} row 0, column 'response': missing value"]
     rl_path = write_rows(tmp_path / "rl.parquet", [rl()])
     assert problems_of(rl_path) == []  # detected as RL by its reward_model column
+
+
+def test_verl_layouts_validate_as_verl_writes_them(tmp_path, prepare_data, capsys, tokenizer):
+    """char_count's create_dataset.py and gsm8k's preprocessors' files (tests/support/verl_data.py), with
+    repeated rows: `prepare_data.py validate` passes them with a warning line and a count, and they load
+    for training."""
+    from tests.support.verl_data import char_count_files, gsm8k_rl_rows, gsm8k_sft_rows, write
+
+    files = char_count_files(tmp_path / "char_count", repeats=3)
+    gsm8k_rl = write(tmp_path / "gsm8k_rl.parquet", gsm8k_rl_rows("train", 6) + gsm8k_rl_rows("train", 6)[:2])
+    gsm8k_sft = write(tmp_path / "gsm8k_sft.parquet", gsm8k_sft_rows(6))
+    for paths, repeats in (([files["sft_train"]], 3), ([files["rl_train"]], 3), ([gsm8k_rl], 2), ([gsm8k_sft], 0)):
+        assert prepare_data.main(["validate", *map(str, paths)]) == 0
+        err = capsys.readouterr().err
+        assert (f"warning: {repeats} duplicate row(s) kept" in err) if repeats else err == ""
+    assert len(load_sft_dataset(files["sft_train"], tokenizer, max_length=512)) == 39
+    assert len(load_rl_dataset([files["rl_train"], gsm8k_rl], tokenizer, max_prompt_length=512)) == 39 + 8
+    assert len(load_sft_dataset(gsm8k_sft, tokenizer, max_length=512)) == 6

@@ -126,3 +126,22 @@ def token_loss_is_split_invariant(arch: str = "qwen2"):
         for name, (other_loss, other_grads) in results.items()
         if name != "one"
     }
+
+
+def signal_one_rank(signalled_rank: int):
+    """SIGUSR1 reaches `signalled_rank` only (-1: none); returns what preemption.agreed() says here."""
+    import os
+    import signal
+
+    import torch.distributed as dist
+
+    from harness.trainer import preemption
+
+    preemption.install()
+    if dist.get_rank() == signalled_rank:
+        os.kill(os.getpid(), signal.SIGUSR1)
+    try:
+        return preemption.agreed()
+    finally:
+        preemption._requested = False  # the group's processes serve the next checks
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -39,3 +39,11 @@ def test_incomplete_checkpoint_is_refused(tmp_path):
     (tmp_path / "half" / "metadata.json").write_text("{}")
     with pytest.raises(CheckpointError, match="harness_checkpoint.json is missing"):
         load_checkpoint(str(tmp_path / "half"), chunks=[])
+
+
+def test_every_rank_stops_at_the_same_step_when_one_rank_got_sigusr1(rank_group):
+    """Preemption reaches ranks at different moments; they must stop together to write one checkpoint."""
+    check = "tests.parallel.rank_checks:signal_one_rank"
+    assert rank_group.run(check, signalled_rank=1) == [True, True]
+    assert rank_group.run(check, signalled_rank=0) == [True, True]
+    assert rank_group.run(check, signalled_rank=-1) == [False, False]

@@ -28,11 +28,18 @@ def ppo_command(assets, run_dir, *extra, train_file=None):
         f"data.train_files={train_file or assets / 'data' / 'rl_train.parquet'}",
         f"data.val_files={assets / 'data' / 'rl_val.parquet'}",
         f"actor_rollout_ref.model.path={assets / 'model'}", f"trainer.default_local_dir={run_dir}",
+        *tiny_sizes(), *extra,
+    ]
+
+
+def tiny_sizes():
+    """The tiny run's sizes and reward on top of configs/grpo_tiny_cpu.yaml (data and model paths apart)."""
+    return [
         "data.train_batch_size=8", "actor_rollout_ref.actor.ppo_mini_batch_size=8",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8", "actor_rollout_ref.rollout.n=4",
         "actor_rollout_ref.actor.optim.lr=1e-3", f"trainer.total_training_steps={STEPS}", "trainer.save_freq=2",
         "trainer.test_freq=2", "trainer.logger=[console]", f"custom_reward_function.path={HOOKS}",
-        "custom_reward_function.name=length_score", *extra,
+        "custom_reward_function.name=length_score",
     ]
 
 

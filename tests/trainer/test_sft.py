@@ -101,7 +101,8 @@ def test_bad_data_is_refused_before_any_compute(assets, tmp_path):
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"prompt": ["How many a in aab?", "How many b in bb?"], "response": ["2", ""]}), bad)
     run_dir = tmp_path / "run"
-    result = run_main_sft(f"model.partial_pretrain={assets / 'model'}", f"data.train_files={bad}", f"trainer.default_local_dir={run_dir}")
+    result = run_main_sft(f"model.partial_pretrain={assets / 'model'}", f"data.train_files={bad}", "data.train_batch_size=2",
+                          f"trainer.default_local_dir={run_dir}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"{bad} row 1" in result.stderr and "response" in result.stderr
     assert not (run_dir / "checkpoints").exists()

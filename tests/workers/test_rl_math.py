@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from harness.trainer.ppo_support import combine_updates
+from harness.trainer.ppo_support import combine_updates, micro_batch_size
 from harness.trainer.rl_batch import PromptOrder, Sample, minibatch_counts, minibatch_plan, to_tensors
 from harness.workers.rl_losses import MiniBatchCounts, sum_metrics, value_loss_fn
 from harness.workers.token_outputs import to_response
@@ -308,3 +308,37 @@ def test_value_loss_micro_batches_sum_to_the_mini_batch(mode):
     scaled, _ = value_loss_fn(full, data, cliprange_value=0.2, loss_agg_mode=mode,
                               counts=MiniBatchCounts(counts.tokens, counts.sequences, 3.0))
     assert float(scaled) == pytest.approx(3 * float(whole_loss), rel=1e-6)
+
+
+# ---------------------------------------------------------------- token-budget micro-batches (use_dynamic_bsz)
+
+def test_token_budget_micro_batch_size():
+    batch = {"input_ids": torch.zeros(8, 16, dtype=torch.long)}
+    assert micro_batch_size(batch, 4, False, 50) == 4  # fixed: ppo_micro_batch_size_per_gpu
+    assert micro_batch_size(batch, 4, True, 50) == 3  # 3 sequences x 16 padded tokens fit 50
+    assert micro_batch_size(batch, 4, True, 10) == 1  # never less than one whole sequence
+    assert micro_batch_size(batch, 4, True, 10_000) == 625
+    # 8 sequences a rank in micro-batches of 3: 3 + 3 + 2, and Megatron's division by 3 undone.
+    mask = torch.ones(16, 5)
+    counts = minibatch_counts(mask, minibatch_plan(16, 16, 1, False, 0), data_parallel=2, micro_batch_size=3)
+    assert [c.scale for c in counts] == [3 * 2]
+
+
+@pytest.fixture(scope="module")
+def budget_reports(rank_group):
+    size = micro_batch_size({"input_ids": torch.zeros(8, 16, dtype=torch.long)}, 8, True, 50)
+    assert size == 3
+    return rank_group.run("tests.workers.rank_checks_rl:tp2_policy_loss_split", timeout=120, cases=POLICY_CASES,
+                          micro_batch_size=size)
+
+
+def test_uneven_token_budget_micro_batches_give_the_mini_batch_loss_exactly(budget_reports):
+    """Micro-batches of 3, 3 and 2 sequences (a token budget of 50 at a padded length of 16) sum to the
+    one-micro-batch loss, gradient and metrics: the global-count losses make any split exact."""
+    for rank, per_case in enumerate(budget_reports):
+        for r in per_case:
+            where = f"rank {rank} {r['case']}"
+            assert abs(r["split_loss"] - r["whole_loss"]) <= 1e-6, where
+            assert r["grad_abs_max"] > 1e-3 and r["grad_diff"] <= 1e-6, f"{where}: {r['grad_diff']}"
+            for key, value in r["whole_metrics"].items():
+                assert abs(r["split_metrics"][key] - value) <= 1e-6, f"{where} {key}"
