@@ -2,8 +2,9 @@
 
     python -m harness.quickstart [--out DIR] [--seed S]
 
-Prepares the char_count task ("How many r in strawberry?" -> "3"), makes a tiny character-level Qwen2,
-fine-tunes it with Megatron on 2 data-parallel ranks (`torchrun --nproc_per_node 2 -m harness.main_sft`),
+Prepares the char_count task ("strawberry: r?" -> "3", how many r in strawberry) with demonstrations
+for words of at most 5 letters only, makes a tiny character-level Qwen2, fine-tunes it with Megatron
+on 2 data-parallel ranks (`torchrun --nproc_per_node 2 -m harness.main_sft`),
 then improves it with GRPO (`python -m harness.main_ppo`: 2 Megatron ranks on Ray, the SGLang engine
 when its environment exists, the embedded engine otherwise), and evaluates the base (random-init),
 SFT and GRPO models greedily on the same held-out prompts. GRPO's gain over SFT is reported with the
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--engine", choices=["auto", "sglang", "embedded"], default="auto",
                         help="GRPO's rollout engine (auto: SGLang when its environment is built)")
     parser.add_argument("--n-train", type=int, default=8000)
-    parser.add_argument("--n-val", type=int, default=1000, help="held-out prompts, the same for every model")
+    parser.add_argument("--n-val", type=int, default=2000, help="held-out prompts, the same for every model")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +171,9 @@ def main(argv=None) -> int:
         "grpo_minus_sft_se": evaluations["grpo"]["checkpoint_minus_base"]["se"],
         "per_prompt": {"base": "eval_sft/evaluation.json:base", "sft": "eval_sft/evaluation.json:checkpoint",
                        "grpo": "eval_grpo/evaluation.json:checkpoint"},
+        "accuracy_by_word_length": by_word_length(data / "rl_val.parquet", {
+            "base": evaluations["sft"]["base"], "sft": evaluations["sft"]["checkpoint"],
+            "grpo": evaluations["grpo"]["checkpoint"]}),
         "sft_best": json.loads((sft / "hf_best.json").read_text()),
         "grpo_engine": engine,
         "verdict": evaluations["sft"]["verdict"],
@@ -181,6 +185,26 @@ def main(argv=None) -> int:
     (out / "report.md").write_text(markdown_report(report, sft, grpo))
     print((out / "report.md").read_text())
     return 0
+
+
+def by_word_length(val_file: Path, evaluations: dict) -> dict:
+    """Greedy accuracy of each model on the words SFT had demonstrations for and on the longer ones."""
+    import pyarrow.parquet as pq
+
+    from harness.evaluate import correct
+
+    lengths = [len(info["word"]) for info in pq.read_table(val_file, columns=["extra_info"]).column(0).to_pylist()]
+    groups = {f"<= {DEMONSTRATED_WORD_LENGTH} letters (demonstrated)": lambda n: n <= DEMONSTRATED_WORD_LENGTH,
+              f"> {DEMONSTRATED_WORD_LENGTH} letters (RL only)": lambda n: n > DEMONSTRATED_WORD_LENGTH}
+    table = {}
+    for name, evaluation in evaluations.items():
+        right = correct(evaluation)
+        table[name] = {}
+        for group, member in groups.items():
+            rows = [row for row in right if member(lengths[row])]
+            table[name][group] = {"accuracy": sum(right[row] for row in rows) / len(rows) if rows else None,
+                                  "prompts": len(rows)}
+    return table
 
 
 def _config_steps(path: str) -> int:
@@ -216,11 +240,24 @@ def markdown_report(report: dict, sft: Path, grpo: Path) -> str:
         f"**GRPO - SFT: {report['grpo_minus_sft']:+.3f} ± {report['grpo_minus_sft_se']:.3f}** greedy accuracy "
         f"({z:.1f} standard errors; the error is that of the mean of the {prompts} per-prompt differences).\n"
         f"SFT - base: {report['sft_minus_base']:+.3f} ± {report['sft_minus_base_se']:.3f}.\n\n"
+        + length_table(report["accuracy_by_word_length"], names) + "\n\n"
         f"SFT: best step {best['step']} (validation loss {best.get('val_loss', float('nan')):.4f}); "
         f"GRPO rollout engine: {report['grpo_engine']}.\n"
         f"Stages: {stages}; whole pipeline {report['seconds']:.0f} s.\n"
         f"Metrics per step: {sft / 'metrics.jsonl'}, {grpo / 'metrics.jsonl'}.\n\n{images}\n"
     )
+
+
+def length_table(by_length: dict, names: dict) -> str:
+    groups = list(next(iter(by_length.values())))
+    counts = {group: by_length["sft"][group]["prompts"] for group in groups}
+    header = "| model | " + " | ".join(f"{group}, {counts[group]} prompts" for group in groups) + " |\n"
+    rows = "\n".join(f"| {names[name]} | " + " | ".join(
+        "-" if cells[group]["accuracy"] is None else f"{cells[group]['accuracy']:.3f}" for group in groups) + " |"
+        for name, cells in by_length.items())
+    return ("SFT saw demonstrations for short words only; GRPO sampled prompts of every length and learned "
+            "from the exact-count reward. Greedy accuracy by word length:\n\n" + header
+            + "|---|" + "---|" * len(groups) + "\n" + rows)
 
 
 if __name__ == "__main__":
