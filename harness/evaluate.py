@@ -4,16 +4,21 @@
 
 DIR / BASE: an HF model directory or a harness checkpoint (exported to HF first). Each prompt is
 answered greedily, scored by the rule scorer of its row's `data_source`; a table (accuracy, mean
-reward, mean response length) is printed and written to `evaluation.json` and `evaluation.md`.
+reward, mean response length) is printed and written to `evaluation.json` and `evaluation.md`, with
+every prompt's answer and reward (`per_prompt`). With BASE, the accuracy difference is also given
+with its paired standard error (both models answer the same prompts).
 Ready for RL: accuracy at least `--min-accuracy` (GRPO learns from groups that are sometimes right)
 and at most `--max-accuracy` (a solved task leaves nothing to learn).
 """
 import argparse
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
 from typing import List, Optional
+
+BATCH_SIZE = 256  # sequences per generation batch
 
 
 def as_hf_directory(path: str, scratch: str) -> str:
@@ -50,7 +55,7 @@ def evaluate_model(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompts = load_rl_dataset(data_file, tokenizer, max_prompt_length=max_prompt_length).prompts[:limit]
     greedy = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    with make_engine(RolloutConfig(name=engine, model_path=model_dir, dtype="float32")) as rollout:
+    with make_engine(RolloutConfig(name=engine, model_path=model_dir, dtype="float32", batch_size=BATCH_SIZE)) as rollout:
         completions = rollout.generate([p.prompt_ids for p in prompts], greedy, n=1)
         sampled = []
         if samples_per_prompt:
@@ -58,13 +63,13 @@ def evaluate_model(
             sampled = rollout.generate([p.prompt_ids for p in prompts], sampling, n=samples_per_prompt)
     sampled_rewards = [score(prompts[c.prompt_index].data_source, tokenizer.decode(c.token_ids, skip_special_tokens=True),
                              prompts[c.prompt_index].ground_truth, prompts[c.prompt_index].extra_info) for c in sampled]
-    rewards, lengths, samples = [], [], []
+    rewards, lengths, per_prompt = [], [], []
     for prompt, completion in zip(prompts, completions):
         answer = tokenizer.decode(completion.token_ids, skip_special_tokens=True)
         reward = score(prompt.data_source, answer, prompt.ground_truth, prompt.extra_info)
         rewards.append(reward)
         lengths.append(len(completion.token_ids))
-        samples.append({"row": prompt.row, "answer": answer, "ground_truth": prompt.ground_truth, "reward": reward})
+        per_prompt.append({"row": prompt.row, "answer": answer, "ground_truth": prompt.ground_truth, "reward": reward})
     if not rewards:
         raise ValueError(f"{data_file}: no prompt to evaluate")
     count = len(rewards)
@@ -76,8 +81,27 @@ def evaluate_model(
         "mean_response_length": sum(lengths) / count,
         **({"sampled_accuracy": sum(r >= 1.0 for r in sampled_rewards) / len(sampled_rewards),
             "sampled": f"mean@{samples_per_prompt}, temperature {temperature}"} if sampled_rewards else {}),
-        "samples": samples[:20],
+        "per_prompt": per_prompt,
     }
+
+
+def correct(result: dict) -> dict:
+    """{row: 1.0 if the greedy answer is right else 0.0} of one evaluation."""
+    return {item["row"]: float(item["reward"] >= 1.0) for item in result["per_prompt"]}
+
+
+def paired_difference(result: dict, reference: dict) -> dict:
+    """Accuracy of `result` minus `reference` on the prompts both answered, with the standard error
+    of that mean difference taken from the per-prompt differences (a paired test: the prompts' own
+    difficulty cancels, so the error is smaller than that of two independent accuracies)."""
+    ours, theirs = correct(result), correct(reference)
+    rows = sorted(ours.keys() & theirs.keys())
+    if len(rows) < 2:
+        raise ValueError(f"paired difference needs at least 2 shared prompts, got {len(rows)}")
+    differences = [ours[row] - theirs[row] for row in rows]
+    mean = sum(differences) / len(rows)
+    variance = sum((d - mean) ** 2 for d in differences) / (len(rows) - 1)
+    return {"accuracy": mean, "se": math.sqrt(variance / len(rows)), "prompts": len(rows)}
 
 
 def verdict(result: dict, min_accuracy: float, max_accuracy: float) -> str:
@@ -137,6 +161,11 @@ def main(argv=None) -> int:
     report = {r["name"]: r for r in results}
     report["verdict"] = verdict(report["checkpoint"], args.min_accuracy, args.max_accuracy)
     table = markdown_table(results)
+    if "base" in report:
+        report["checkpoint_minus_base"] = paired_difference(report["checkpoint"], report["base"])
+        difference = report["checkpoint_minus_base"]
+        table += (f"\n\ncheckpoint - base accuracy: {difference['accuracy']:+.3f} ± {difference['se']:.3f} "
+                  f"(paired standard error over {difference['prompts']} prompts)")
     print(table)
     print(report["verdict"])
     out = Path(args.out or Path(args.checkpoint_path).parent / "evaluation")

@@ -1,20 +1,24 @@
-"""Saves a small random-init HF causal LM with a local character-level tokenizer and ChatML template.
+"""Saves a small random-init HF causal LM with a local character-level tokenizer and chat template.
 
     python tools/make_tiny_model.py --arch qwen2|qwen3|llama --out DIR [--size tiny|small] [--seed S]
-        [--dtype float32|bfloat16|float16] [--tie-word-embeddings] [--max-position-embeddings N] [--force]
+        [--dtype float32|bfloat16|float16] [--tie-word-embeddings] [--max-position-embeddings N]
+        [--chat-template chatml|compact] [--force]
 
 The directory loads with ``AutoTokenizer`` / ``AutoModelForCausalLM`` (and SGLang); every CPU demo and
 test gets its model here. Sizes (all 4 layers, 8 attention heads, 2 key/value heads, vocabulary 259):
     tiny:  hidden 64,  MLP 192  (~0.2M parameters): tests
     small: hidden 128, MLP 384  (~0.8M parameters): the char_count quickstart (notes/quickstart.md)
 Token ids: 0 <|endoftext|> (pad, bos), 1 <|im_start|>, 2 <|im_end|> (eos: ends every assistant turn),
-then 3 + b for byte b (harness/data/char_tokenizer.py).
+then 3 + b for byte b (harness/data/char_tokenizer.py). Chat template: ChatML, or "compact" (only the
+assistant turn marked; the quickstart's, for ~40 % shorter examples).
 """
 import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.data.char_tokenizer import CHAT_TEMPLATES  # noqa: E402 (no heavy import)
 
 SIZES = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=4, num_attention_heads=8,
@@ -58,7 +62,8 @@ def model_config(arch: str, size: str, tokenizer, *, tie_word_embeddings: bool =
 
 
 def make_tiny_model(arch: str, out_dir, size: str = "tiny", seed: int = 0, dtype: str = "float32",
-                    tie_word_embeddings: bool = False, max_position_embeddings: int = 512, force: bool = False) -> Path:
+                    tie_word_embeddings: bool = False, max_position_embeddings: int = 512, force: bool = False,
+                    chat_template: str = "chatml") -> Path:
     """Builds and saves model, tokenizer and generation config into ``out_dir``; returns the path.
 
     Written into a temporary directory renamed at the end; a non-empty ``out_dir`` is refused
@@ -74,7 +79,9 @@ def make_tiny_model(arch: str, out_dir, size: str = "tiny", seed: int = 0, dtype
 
     if dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    tokenizer = build_char_tokenizer(model_max_length=max_position_embeddings)
+    if chat_template not in CHAT_TEMPLATES:
+        raise ValueError(f"unknown --chat-template {chat_template!r}; choose from {', '.join(CHAT_TEMPLATES)}")
+    tokenizer = build_char_tokenizer(model_max_length=max_position_embeddings, chat_template=chat_template)
     config = model_config(arch, size, tokenizer, tie_word_embeddings=tie_word_embeddings,
                           max_position_embeddings=max_position_embeddings)
     torch.manual_seed(seed)
@@ -109,12 +116,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--tie-word-embeddings", action="store_true")
     parser.add_argument("--max-position-embeddings", type=int, default=512)
+    parser.add_argument("--chat-template", default="chatml", choices=sorted(CHAT_TEMPLATES))
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
     try:
         out = make_tiny_model(args.arch, args.out, size=args.size, seed=args.seed, dtype=args.dtype,
                               tie_word_embeddings=args.tie_word_embeddings,
-                              max_position_embeddings=args.max_position_embeddings, force=args.force)
+                              max_position_embeddings=args.max_position_embeddings, force=args.force,
+                              chat_template=args.chat_template)
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """An in-process engine: transformers generation on the same HF-named tensors the SGLang engine gets.
-For CPU quickstarts and debugging (no server, no second venv); slow, one prompt's samples at a time.
+For CPU quickstarts, evaluation and debugging (no server, no second venv). Samples are generated in
+batches of ``batch_size`` sequences, sorted by prompt length and left-padded, with a KV cache.
 
 Log-probs are those of the unscaled model distribution (log_softmax of the raw logits), like
 SGLang's default, so the trainer's importance ratios mean the same with either engine.
@@ -33,34 +34,51 @@ class EmbeddedEngine(RolloutEngine):
         stop = set(sampling.stop_token_ids)
         if not sampling.ignore_eos and self.eos_token_id is not None:
             stop |= set(self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id])
-        completions = []
-        for index, prompt in enumerate(prompts):
-            completions += self._sample(index, list(prompt), sampling, n, stop, generator)
+        rows = [index for index in range(len(prompts)) for _ in range(n)]  # prompt-major, as the interface says
+        order = sorted(range(len(rows)), key=lambda row: len(prompts[rows[row]]))  # less padding per batch
+        completions: List[Optional[Completion]] = [None] * len(rows)
+        for start in range(0, len(order), self.config.batch_size):
+            batch = order[start:start + self.config.batch_size]
+            sampled = self._sample([rows[row] for row in batch], prompts, sampling, stop, generator)
+            for row, completion in zip(batch, sampled):
+                completions[row] = completion
         return completions
 
-    def _sample(self, index, prompt, sampling, n, stop, generator) -> List[Completion]:
+    def _sample(self, indices, prompts, sampling, stop, generator) -> List[Completion]:
+        """One batch: prompts left-padded (masked, positions counted from each prompt's first token)."""
         device = next(self.model.parameters()).device
-        input_ids = torch.tensor([prompt] * n, device=device)
-        tokens, logprobs = [[] for _ in range(n)], [[] for _ in range(n)]
-        finished = [None] * n
+        count, width = len(indices), max(len(prompts[i]) for i in indices)
+        input_ids = torch.zeros(count, width, dtype=torch.long)
+        attention = torch.zeros(count, width, dtype=torch.long)
+        for row, index in enumerate(indices):
+            prompt = list(prompts[index])
+            input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            attention[row, width - len(prompt):] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        tokens, logprobs = [[] for _ in range(count)], [[] for _ in range(count)]
+        finished = [None] * count
         past = None
         for _ in range(sampling.max_new_tokens):
-            out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+            out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                             past_key_values=past, use_cache=True)
             past = out.past_key_values
             logits = out.logits[:, -1].float()
             chosen = self._choose(logits, sampling, generator)
             chosen_logprobs = torch.log_softmax(logits, -1).gather(1, chosen[:, None])[:, 0]
-            for i in range(n):
-                if finished[i] is None:
-                    tokens[i].append(int(chosen[i]))
-                    logprobs[i].append(float(chosen_logprobs[i]))
-                    if int(chosen[i]) in stop:
-                        finished[i] = "stop"
+            for row, (token, logprob) in enumerate(zip(chosen.tolist(), chosen_logprobs.tolist())):
+                if finished[row] is None:
+                    tokens[row].append(token)
+                    logprobs[row].append(logprob)
+                    if token in stop:
+                        finished[row] = "stop"
             if all(finished):
                 break
             input_ids = chosen[:, None]
-        return [Completion(index, tokens[i], logprobs[i], finished[i] or "length", self.weight_version)
-                for i in range(n)]
+            attention = torch.cat([attention, attention.new_ones(count, 1)], dim=1)
+            positions = positions[:, -1:] + 1
+        return [Completion(index, tokens[row], logprobs[row], finished[row] or "length", self.weight_version)
+                for row, index in enumerate(indices)]
 
     @staticmethod
     def _choose(logits, sampling: SamplingParams, generator) -> torch.Tensor:

@@ -29,8 +29,8 @@ def test_char_count_is_seeded_correct_and_splits_share_no_word(tmp_path, prepare
     assert (len(train), len(val), len(rows(out, "sft_val"))) == (400, 50, 50)
     first = train[0]
     assert first["data_source"] == "char_count" and first["ability"] == "counting"
-    assert first["prompt"] == [{"role": "user", "content": f"How many {first['extra_info']['letter']} in "
-                                                           f"{first['extra_info']['word']}?"}]
+    assert first["prompt"] == [{"role": "user", "content": f"{first['extra_info']['word']}: "
+                                                           f"{first['extra_info']['letter']}?"}]
     assert not {r["extra_info"]["word"] for r in train} & {r["extra_info"]["word"] for r in val}
     for row, sft_row in zip(train, rows(out, "sft_train")):
         word, letter = row["extra_info"]["word"], row["extra_info"]["letter"]
@@ -40,6 +40,22 @@ def test_char_count_is_seeded_correct_and_splits_share_no_word(tmp_path, prepare
     present = sum(r["extra_info"]["letter"] in r["extra_info"]["word"] for r in train) / len(train)
     assert 0.75 < present < 0.9
     assert char_count.generate(100, seed=3) == char_count.generate(100, seed=3) != char_count.generate(100, seed=4)
+
+
+def test_char_count_demonstrations_for_short_words_only(tmp_path, prepare_data, capsys):
+    """--sft-max-word-length: the SFT rows are the training prompts with short words; RL keeps every length."""
+    out = tmp_path / "short"
+    assert prepare_data.main(["char_count", "--out", str(out), "--n-train", "400", "--n-val", "50", "--seed", "3",
+                              "--sft-max-word-length", "5"]) == 0
+    train, demonstrations = rows(out, "rl_train"), rows(out, "sft_train")
+    short = [r for r in train if len(r["extra_info"]["word"]) <= 5]
+    assert 0 < len(short) < len(train) == 400 and max(len(r["extra_info"]["word"]) for r in train) == 10
+    assert [d["prompt"] for d in demonstrations] == [r["prompt"][0]["content"] for r in short]
+    assert all(len(d["prompt"].split(":")[0]) <= 5 for d in rows(out, "sft_val"))
+    assert len(rows(out, "rl_val")) == 50
+    with pytest.raises(SystemExit):
+        prepare_data.main(["char_count", "--out", str(out), "--sft-max-word-length", "2"])
+    assert "2: words have 3..10 letters" in capsys.readouterr().err
 
 
 def test_gsm8k_from_its_published_jsonl(tmp_path, prepare_data, capsys):

@@ -55,3 +55,25 @@ def test_command_line(tmp_path, capsys):
     assert make_tiny_model_tool.main(["--arch", "qwen2", "--out", str(tmp_path / "m"), "--force"]) == 0
     assert "Qwen2ForCausalLM" in (tmp_path / "m" / "config.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_compact_template_marks_only_the_assistant_turn(tmp_path):
+    """The quickstart's template: the RL prompt is the SFT example's prefix, the loss covers the answer and
+    its end token, and the saved tokenizer (rebuilt by transformers) renders and tokenizes the same way."""
+    from transformers import AutoTokenizer
+
+    from harness.data import tokenize_sft
+
+    out = make_tiny_model_tool.make_tiny_model("qwen2", tmp_path / "m", chat_template="compact")
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    built = build_char_tokenizer(chat_template="compact")
+    prompt = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    assert prompt == built.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True) == \
+           "How many a in banana?\n<|im_start|>"
+    example = tokenize_sft([{"prompt": CHAT[0]["content"], "response": "3"}], tokenizer, max_length=64)
+    ids, mask = example.input_ids[0], example.loss_mask[0]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ids[:len(prompt_ids)] == prompt_ids and len(ids) == len(prompt_ids) + 2
+    assert tokenizer.decode([t for t, keep in zip(ids, mask) if keep]) == "3<|im_end|>"
+    with pytest.raises(ValueError, match="--chat-template 'plain'"):
+        make_tiny_model_tool.make_tiny_model("qwen2", tmp_path / "x", chat_template="plain")

@@ -32,6 +32,22 @@ def test_generation_shapes_and_logprobs_match_teacher_forcing(engine):
                                    atol=1e-4, rtol=0)
 
 
+def test_batched_generation_equals_one_prompt_at_a_time(model_dir):
+    """Prompts of different lengths share a left-padded batch: the padding changes nothing."""
+    prompts = [[5 + i % 7] * (2 + 3 * i) for i in range(6)]
+    greedy = SamplingParams(max_new_tokens=8, temperature=0.0)
+    results = {}
+    for batch_size in (1, 64):
+        with make_engine(RolloutConfig(name="embedded", model_path=model_dir, dtype="float32",
+                                       batch_size=batch_size)) as engine:
+            results[batch_size] = engine.generate(prompts, greedy, n=2)
+    one, batched = results[1], results[64]
+    assert [c.prompt_index for c in batched] == [i for i in range(6) for _ in range(2)]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in one]
+    for a, b in zip(one, batched):
+        torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-5, rtol=0)
+
+
 def test_stop_token_ends_a_sample(engine):
     (greedy,) = engine.generate([[4, 5, 6]], SamplingParams(max_new_tokens=6, temperature=0.0))
     stop = greedy.token_ids[2]

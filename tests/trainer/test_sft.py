@@ -34,7 +34,8 @@ def sft_command(assets, run_dir, *extra):
         f"data.train_files={assets / 'data' / 'sft_train.parquet'}", f"data.val_files={assets / 'data' / 'sft_val.parquet'}",
         f"model.partial_pretrain={assets / 'model'}", f"trainer.default_local_dir={run_dir}",
         "data.train_batch_size=32", "data.micro_batch_size_per_gpu=8", f"trainer.total_training_steps={STEPS}",
-        "trainer.save_freq=4", "trainer.test_freq=4", "trainer.logger=[console]", *extra,
+        "trainer.save_freq=4", "trainer.test_freq=4", "trainer.logger=[console]", "megatron.tensor_model_parallel_size=2",
+        *extra,
     ]
 
 
