@@ -23,8 +23,9 @@ def test_sft_on_two_nodes_is_preempted_requeued_and_completes(slurm_cluster, ass
                        TRAIN_FILES=str(assets / "data" / "sft_train.parquet"))
     env["MASTER_PORT"] = spare_port()
     env["PREEMPT_RESEND_S"] = "1"
-    sizes = ["data.train_batch_size=32", "data.micro_batch_size_per_gpu=8", f"trainer.total_training_steps={STEPS}",
-             "trainer.save_freq=-1", "trainer.test_freq=-1", "trainer.logger=[console]", "trainer.export_hf=false"]
+    sizes = ["megatron.tensor_model_parallel_size=2", "data.train_batch_size=32", "data.micro_batch_size_per_gpu=8",
+             f"trainer.total_training_steps={STEPS}", "trainer.save_freq=-1", "trainer.test_freq=-1",
+             "trainer.logger=[console]", "trainer.export_hf=false"]
     job, output = submit(slurm_cluster, "sft_32b.sbatch", tmp_path, env, ["--ntasks-per-node=1"], sizes)
     run_dir, logs = tmp_path / "run", tmp_path / "logs"
     # Signalled before training starts, however fast the machine: srun passes it to the ranks, which
