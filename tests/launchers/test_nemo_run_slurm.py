@@ -167,6 +167,8 @@ def test_grpo_experiment_spans_both_nodes_survives_a_step_signal_and_resumes(slu
         placed = RANKS_ON.search(log)
         assert placed and sorted(placed.group(2).split(", ")) == ["127.0.0.2", "127.0.0.3"], log[-4000:]
         assert sorted(placed.group(3).strip().split(", ")) == ["127.0.0.2", "127.0.0.3"]  # one rank per node
+        rollout = re.search(r"rollout: (.*)", log)  # one rollout worker per node (RolloutFleet)
+        assert rollout and sorted(re.findall(r"127\.0\.0\.\d+", rollout.group(1))) == ["127.0.0.2", "127.0.0.3"], log[-4000:]
         assert "attempt 2 of" not in log, "a Ray node died of the signal and was restarted"
     assert "ray_cluster.sh" in runs[0] and "SIGUSR1: preemption or time limit ahead" in runs[0]
     stopped = re.findall(r"preempted: stopped after step (\d+)", runs[0])
