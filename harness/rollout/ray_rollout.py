@@ -108,10 +108,7 @@ class RolloutFleet(RolloutEngine):
 
     def update_weights(self, weights: Weights, version) -> None:
         """Through Ray into every worker (the trainer's ranks use `weight_route` instead)."""
-        import ray
-
-        tensors = ray.put([(name, tensor.detach().clone()) for name, tensor in weights])
-        self._get([w.update_weights.remote(tensors, version) for w in self.workers], self.config.update_timeout_s)
+        ActorSink(self.workers, self.config.update_timeout_s).update_weights(weights, version)
 
     def health(self) -> dict:
         nodes = self._get([w.health.remote() for w in self.workers], 60)

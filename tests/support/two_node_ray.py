@@ -51,25 +51,26 @@ class TwoNodeRay:
             self.stop()
             raise
 
-    def node_of(self, pid: int) -> Optional[str]:
-        """The node address whose `ray start` process tree holds `pid` (None: neither)."""
+    def _trees(self) -> Dict[str, List[psutil.Process]]:
+        """{node address: every process its `ray start` started, recursively}."""
+        trees: Dict[str, List[psutil.Process]] = {}
         for ip, pod in self.pods.items():
             try:
-                if pid in {child.pid for child in psutil.Process(pod.process.pid).children(recursive=True)}:
-                    return ip
+                trees[ip] = psutil.Process(pod.process.pid).children(recursive=True)
             except psutil.NoSuchProcess:
-                continue
-        return None
+                trees[ip] = []
+        return trees
+
+    def node_of(self, pid: int) -> Optional[str]:
+        """The node address whose `ray start` process tree holds `pid` (None: neither)."""
+        return next((ip for ip, tree in self._trees().items() if pid in {child.pid for child in tree}), None)
 
     def processes(self, needle: str) -> Dict[str, List[psutil.Process]]:
         """{node address: its processes whose command line contains `needle`}."""
-        found: Dict[str, List[psutil.Process]] = {ip: [] for ip in self.pods}
-        for ip, pod in self.pods.items():
-            try:
-                children = psutil.Process(pod.process.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                continue
-            for child in children:
+        found: Dict[str, List[psutil.Process]] = {}
+        for ip, tree in self._trees().items():
+            found[ip] = []
+            for child in tree:
                 try:
                     if needle in " ".join(child.cmdline()):
                         found[ip].append(child)
